@@ -1,0 +1,14 @@
+"""LightningDataModules for the four example tasks of "eat_pytorch_in_20_days"."""
+
+from datamodules.base import PACKAGED_DATA_DIR, TaskDataModule
+from datamodules.covid import Covid19DataModule
+from datamodules.errors import DataError
+from datamodules.titanic import TitanicDataModule
+
+__all__ = [
+    "PACKAGED_DATA_DIR",
+    "Covid19DataModule",
+    "DataError",
+    "TaskDataModule",
+    "TitanicDataModule",
+]

@@ -1,0 +1,68 @@
+"""Pieces shared by the command-line entry points: flags spelled as Lightning spells them, error handling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from datamodules.errors import DataError
+from lightning_app.registry import TASKS
+from lightning_app.training import UsageError
+
+
+def task_help() -> str:
+    lines = ["tasks and their models (--task NAME --model VARIANT):"]
+    for task in TASKS.values():
+        lines.append(f"  {task.name}: {task.description}")
+        for name, variant in task.variants.items():
+            default = " [default]" if name == task.default_variant else ""
+            lines.append(
+                f"    {name}{default}: {variant.description} "
+                f"(max_epochs={variant.max_epochs}, batch_size={variant.batch_size}, lr={variant.lr})"
+            )
+    return "\n".join(lines)
+
+
+def _limit(value: str) -> float | int:
+    """Lightning's limit_*_batches: an int is a number of batches, a float a fraction."""
+    number = float(value)
+    return int(number) if number.is_integer() and "." not in value else number
+
+
+def _devices(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("hardware (Lightning Trainer flags)")
+    group.add_argument("--gpus", type=int, metavar="N", help="train on N CUDA GPUs (the tutorial's switch)")
+    group.add_argument("--tpu-cores", type=int, metavar="N", help="train on N TPU cores (needs torch_xla)")
+    group.add_argument("--accelerator", default="auto", help="cpu, gpu, tpu, mps or auto (default: auto)")
+    group.add_argument("--devices", type=_devices, default="auto", help="number of devices, a list or auto")
+    group.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ... (default: auto)")
+    group.add_argument("--num-nodes", type=int, default=1, help="machines for multi-node DDP (default: 1)")
+    group.add_argument("--precision", default="32-true", help="32-true, 16-mixed, bf16-mixed, ... (default: 32-true)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-dir", default=None, help="folder with the task's data files (default: bundled data)")
+    group.add_argument("--batch-size", type=int, default=None, help="default: the model variant's")
+    group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``main``; a bad flag or bad data ends with a one-line error and exit code 2 or 1."""
+    prog = "lightning_app"
+    try:
+        return main(argv)
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except DataError as err:
+        print(f"{prog}: data error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

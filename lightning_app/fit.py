@@ -1,0 +1,55 @@
+"""``python -m lightning_app.fit --task NAME``: train, test the best checkpoint, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lightning_app.cli import _limit, add_data_arguments, add_hardware_arguments, run_cli, task_help
+from lightning_app.registry import TASKS
+from lightning_app.training import FitConfig, fit, format_summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_app.fit",
+        description="Train one of the tutorial tasks with a Lightning Trainer, then test its best checkpoint.",
+        epilog=task_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="which task to train")
+    parser.add_argument("--model", default=None, help="model variant of the task (see below; default: 'default')")
+    training = parser.add_argument_group("training")
+    training.add_argument("--max-epochs", type=int, default=None, help="default: the model variant's")
+    training.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=None, help="default: the variant's")
+    training.add_argument("--seed", type=int, default=42, help="seed for splits, initialisation and shuffling")
+    training.add_argument("--deterministic", action="store_true", help="use deterministic algorithms only")
+    training.add_argument(
+        "--ckpt-path", default=None, help="resume from this checkpoint, or 'last' for the task's newest last.ckpt"
+    )
+    add_data_arguments(parser)
+    add_hardware_arguments(parser)
+    quick = parser.add_argument_group("quick runs")
+    quick.add_argument(
+        "--fast-dev-run", type=int, nargs="?", const=1, default=0, metavar="N",
+        help="run N (default 1) batches of train/val/test, no checkpoints or logs",
+    )  # fmt: skip
+    quick.add_argument("--limit-train-batches", type=_limit, default=None, metavar="N|FRACTION")
+    quick.add_argument("--limit-val-batches", type=_limit, default=None, metavar="N|FRACTION")
+    quick.add_argument("--limit-test-batches", type=_limit, default=None, metavar="N|FRACTION")
+    output = parser.add_argument_group("output")
+    output.add_argument("--log-dir", default="runs", help="TensorBoard logs and checkpoints go here (default: runs)")
+    output.add_argument("--no-progress-bar", dest="enable_progress_bar", action="store_false")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = fit(FitConfig(**vars(args)))
+    print(format_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,93 @@
+"""The task registry: one entry per task, mapping its name to its classes and defaults.
+
+The CLIs read this table and hold no task-specific code. To add a task, write a
+``TaskDataModule`` and a ``TaskModule`` and register them here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from datamodules import Covid19DataModule, TaskDataModule, TitanicDataModule
+from lightning_app.models import Covid19Module, TaskModule, TitanicModule
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model configuration of a task, with the training defaults it was tuned with."""
+
+    description: str
+    max_epochs: int
+    batch_size: int
+    lr: float
+    module_kwargs: dict[str, Any] = field(default_factory=dict)
+    datamodule_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    datamodule: type[TaskDataModule]
+    module: type[TaskModule]
+    variants: dict[str, Variant]
+    default_variant: str = "default"
+
+    def variant(self, name: str | None) -> Variant:
+        name = name or self.default_variant
+        if name not in self.variants:
+            raise KeyError(f"task '{self.name}' has no model '{name}'; choose from {sorted(self.variants)}")
+        return self.variants[name]
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task(
+            name="titanic",
+            description="Titanic survival from passenger details (tabular, binary)",
+            datamodule=TitanicDataModule,
+            module=TitanicModule,
+            variants={
+                "default": Variant(
+                    "residual MLP on standardised features with title and family size",
+                    max_epochs=30,
+                    batch_size=128,
+                    lr=3e-3,
+                    module_kwargs={"net": "residual_mlp"},
+                    datamodule_kwargs={"feature_set": "extended"},
+                ),
+                "tutorial": Variant(
+                    "the tutorial's 15-20-15-1 MLP on its 15 raw features, Adam, batch 8",
+                    max_epochs=10,
+                    batch_size=8,
+                    lr=1e-2,
+                    module_kwargs={"net": "tutorial"},
+                    datamodule_kwargs={"feature_set": "tutorial"},
+                ),
+            },
+        ),
+        Task(
+            name="covid19",
+            description="COVID-19 next-day increments in China (time series, regression)",
+            datamodule=Covid19DataModule,
+            module=Covid19Module,
+            default_variant="tutorial",
+            variants={
+                "tutorial": Variant(
+                    "the tutorial's 5-layer LSTM with the multiplicative block, MSPE loss, Adagrad",
+                    max_epochs=100,
+                    batch_size=38,
+                    lr=0.1,
+                ),
+            },
+        ),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise KeyError(f"unknown task '{name}'; choose from {sorted(TASKS)}")
+    return TASKS[name]
