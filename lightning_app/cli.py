@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datamodules.errors import DataError
 from lightning_app.registry import TASKS
 from lightning_app.training import UsageError
+from lightning_app.warning_filters import silence_harmless_warnings
 
 
 def task_help() -> str:
@@ -55,6 +56,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main``; a bad flag or bad data ends with a one-line error and exit code 2 or 1."""
     prog = "lightning_app"
+    silence_harmless_warnings()
     try:
         return main(argv)
     except UsageError as err:

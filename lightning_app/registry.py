@@ -73,13 +73,20 @@ TASKS: dict[str, Task] = {
             description="COVID-19 next-day increments in China (time series, regression)",
             datamodule=Covid19DataModule,
             module=Covid19Module,
-            default_variant="tutorial",
             variants={
+                "default": Variant(
+                    "1-layer LSTM on log counts that corrects the persistence forecast, MSPE loss, Adagrad",
+                    max_epochs=100,
+                    batch_size=38,
+                    lr=0.05,
+                    module_kwargs={"net": "residual_lstm", "num_layers": 1},
+                ),
                 "tutorial": Variant(
                     "the tutorial's 5-layer LSTM with the multiplicative block, MSPE loss, Adagrad",
                     max_epochs=100,
                     batch_size=38,
                     lr=0.1,
+                    module_kwargs={"net": "tutorial", "num_layers": 5},
                 ),
             },
         ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -207,9 +208,14 @@ def fit(config: FitConfig) -> FitResult:
     steps_per_epoch = max(1, len(datamodule.train_dataloader()))
     trainer = build_trainer(config, logger, callbacks, log_every_n_steps=min(50, steps_per_epoch))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    with warnings.catch_warnings():
+        if resume_version is not None:  # resuming writes into the run's existing checkpoint folder on purpose
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     metrics = {key: _to_float(value) for key, value in trainer.callback_metrics.items() if key.endswith("_best")}
+    # Read the paths before testing: restoring the best checkpoint also restores this callback's older state.
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    last_path = checkpoint.last_model_path if checkpoint is not None else ""
     test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
     metrics.update({key: _to_float(value) for key, value in test_results[0].items()})
 
@@ -229,7 +235,7 @@ def fit(config: FitConfig) -> FitResult:
         model=config.model,
         metrics=metrics,
         best_model_path=best_path,
-        last_model_path=checkpoint.last_model_path if checkpoint is not None else "",
+        last_model_path=last_path,
         log_dir=logger.log_dir if isinstance(logger, TensorBoardLogger) else "",
         seconds=time.perf_counter() - started,
         baseline_name=model.baseline_name,

@@ -9,7 +9,7 @@ from torchmetrics import MeanAbsoluteError, MetricCollection
 
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models.base import TaskModule
-from lightning_app.nets import TutorialCovidNet
+from lightning_app.nets import ResidualCovidNet, TutorialCovidNet
 
 
 class Covid19Module(TaskModule):
@@ -22,8 +22,11 @@ class Covid19Module(TaskModule):
 
     Args:
         num_series: series per day (from ``Covid19DataModule.model_kwargs()``).
+        net: ``"tutorial"`` (5-layer LSTM of width 3 on raw counts) or ``"residual_lstm"``
+            (:class:`~lightning_app.nets.ResidualCovidNet`, which starts as persistence).
         lr: Adagrad learning rate (the tutorial's 0.1).
         num_layers: LSTM layers (the tutorial's 5).
+        hidden_size: LSTM width of ``"residual_lstm"`` (the tutorial's net has width ``num_series``).
     """
 
     monitor = "val/mspe"
@@ -33,14 +36,21 @@ class Covid19Module(TaskModule):
     def __init__(
         self,
         num_series: int = 3,
+        net: str = "tutorial",
         lr: float = 0.1,
         num_layers: int = 5,
+        hidden_size: int = 16,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
         metrics = MetricCollection({"mspe": MeanSquaredPercentageError(), "mae": MeanAbsoluteError()})
         super().__init__(metrics, preprocessing)
         self.save_hyperparameters(ignore=["preprocessing"], logger=False)
-        self.net = TutorialCovidNet(num_series=num_series, num_layers=num_layers)
+        if net == "tutorial":
+            self.net = TutorialCovidNet(num_series=num_series, num_layers=num_layers)
+        elif net == "residual_lstm":
+            self.net = ResidualCovidNet(num_series=num_series, hidden_size=hidden_size, num_layers=num_layers)
+        else:
+            raise ValueError(f"unknown COVID-19 net {net!r}; choose 'tutorial' or 'residual_lstm'")
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         return self.net(window)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
+from datamodules.titanic import Passenger, encode_passengers
 from lightning_app.models.base import TaskModule
 from lightning_app.nets import ResidualMLP, TutorialMLP
 
@@ -69,3 +71,19 @@ class TitanicModule(TaskModule):
         if self.hparams.net == "tutorial":
             return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    @torch.no_grad()
+    def predict_raw(self, passengers: Sequence[Passenger]) -> list[dict[str, Any]]:
+        """Score parsed passengers (``datamodules.titanic.read_passengers(path, with_label=False)``).
+
+        Uses the encoding and training statistics stored with the checkpoint.
+        Returns ``{"survived": 0 | 1, "probability": float}`` per passenger.
+        """
+        if not passengers:
+            return []
+        features = encode_passengers(list(passengers), self.preprocessing).to(self.device)
+        was_training = self.training
+        self.eval()
+        probabilities = self.to_predictions(self(features)).cpu().tolist()
+        self.train(was_training)
+        return [{"survived": int(p >= 0.5), "probability": p} for p in probabilities]

@@ -32,3 +32,26 @@ class TutorialCovidNet(nn.Module):
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         last_hidden = self.lstm(window)[0][:, -1, :]
         return self.block(self.linear(last_hidden), window)
+
+
+class ResidualCovidNet(nn.Module):
+    """A forecaster that starts as the persistence forecast and learns corrections to it.
+
+    The LSTM reads ``log1p`` of the increments (raw counts span 0..15,000 and
+    saturate the tutorial's LSTM); the output layer starts at zero, so before
+    training :class:`MultiplicativeBlock` returns today's value unchanged and
+    training can only move away from persistence where the loss says so.
+    ``float32[B, window, C]`` -> ``float32[B, C]``.
+    """
+
+    def __init__(self, num_series: int = 3, hidden_size: int = 16, num_layers: int = 1) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=num_series, hidden_size=hidden_size, num_layers=num_layers, batch_first=True)
+        self.linear = nn.Linear(hidden_size, num_series)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.block = MultiplicativeBlock()
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        last_hidden = self.lstm(torch.log1p(window.clamp_min(0)))[0][:, -1, :]
+        return self.block(torch.tanh(self.linear(last_hidden)), window)

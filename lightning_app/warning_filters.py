@@ -1,0 +1,24 @@
+"""The few third-party warnings judged harmless, silenced by the CLIs and the test suite alike."""
+
+from __future__ import annotations
+
+import warnings
+
+#: (message regex, category, why it is harmless)
+HARMLESS_WARNINGS: list[tuple[str, type[Warning], str]] = [
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        FutureWarning,
+        "raised inside pytorch_lightning's own pytree helper on newer torch; nothing for users to change",
+    ),
+    (
+        r"The '\w+_dataloader' does not have many workers",
+        UserWarning,
+        "the DataModules serve in-memory tensors, where worker processes only add start-up time",
+    ),
+]
+
+
+def silence_harmless_warnings() -> None:
+    for message, category, _why in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)

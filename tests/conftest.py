@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny CPU training runs and small data files written per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from datamodules import PACKAGED_DATA_DIR
+from lightning_app.training import FitConfig, FitResult, fit
+from lightning_app.warning_filters import HARMLESS_WARNINGS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for message, category, _why in HARMLESS_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__module__}.{category.__qualname__}")
+
+
+@pytest.fixture
+def tiny_fit(tmp_path: Path) -> Callable[..., FitResult]:
+    """Train a task for a couple of epochs on the CPU, logging under ``tmp_path/runs``."""
+
+    def run(task: str, **overrides) -> FitResult:
+        settings = {
+            "max_epochs": 2,
+            "log_dir": str(tmp_path / "runs"),
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            **overrides,
+        }
+        return fit(FitConfig(task=task, **settings))
+
+    return run
+
+
+@pytest.fixture
+def titanic_dir(tmp_path: Path) -> Path:
+    """A writable copy of the bundled Titanic CSVs."""
+    target = tmp_path / "titanic"
+    shutil.copytree(PACKAGED_DATA_DIR / "titanic", target)
+    return target
+
+
+@pytest.fixture
+def covid_dir(tmp_path: Path) -> Path:
+    """A writable copy of the bundled COVID-19 file."""
+    target = tmp_path / "covid19"
+    shutil.copytree(PACKAGED_DATA_DIR / "covid19", target)
+    return target

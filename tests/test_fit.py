@@ -1,0 +1,141 @@
+"""End-to-end training through ``lightning_app.fit``: checkpoints, logs, reload parity, resume, device flags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_app import fit as fit_cli
+from lightning_app.registry import TASKS, get_task
+
+SMALL_TASKS = ["titanic", "covid19"]
+
+
+def event_tags(run_dir: str) -> set[str]:
+    tags: set[str] = set()
+    for event_file in Path(run_dir).glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"]) | set(accumulator.Tags()["tensors"])
+    return tags
+
+
+@pytest.mark.parametrize("task_name", SMALL_TASKS)
+def test_fit_writes_checkpoint_and_logs_and_reload_reproduces_test_metrics(tiny_fit, task_name):
+    result = tiny_fit(task_name)
+    best = Path(result.best_model_path)
+    assert best.is_file() and best.parent.name == "checkpoints"
+    assert Path(result.last_model_path).name == "last.ckpt"
+    tags = event_tags(result.log_dir)
+    assert {"train/loss", "val/loss", "test/loss"} <= tags
+    assert f"{get_task(task_name).module.monitor}_best" in tags
+    assert any(tag.startswith("hp/test_") for tag in tags), "hparams are logged with the final metrics"
+
+    checkpoint = torch.load(best, weights_only=True)  # plain types only: no pickled objects
+    task = get_task(task_name)
+    module = task.module.load_from_checkpoint(best)
+    assert module.preprocessing == checkpoint["preprocessing"] != {}
+    datamodule = task.datamodule(**checkpoint["datamodule_hyper_parameters"])
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    reloaded = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    for key, value in reloaded.items():
+        assert value == pytest.approx(result.metrics[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize(
+    ("task_name", "variant"), [(name, variant) for name in SMALL_TASKS for variant in TASKS[name].variants]
+)
+def test_fast_dev_run_every_variant(tiny_fit, tmp_path, task_name, variant):
+    result = tiny_fit(task_name, model=variant, fast_dev_run=1)
+    assert result.model == variant
+    assert {"test/loss"} <= set(result.metrics)
+    assert not (tmp_path / "runs").exists(), "fast_dev_run writes no logs or checkpoints"
+
+
+def test_cli_prints_summary_and_tensorboard_command(tmp_path, capsys):
+    log_dir = tmp_path / "logs"
+    code = fit_cli.main(
+        ["--task", "titanic", "--max-epochs", "1", "--log-dir", str(log_dir), "--no-progress-bar", "--seed", "3"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test/acc" in out and "best checkpoint:" in out
+    assert f"tensorboard --logdir {log_dir}" in out
+    assert list(log_dir.glob("titanic/version_0/checkpoints/best-epoch*.ckpt"))
+
+
+def test_cli_shows_persistence_beside_the_covid_model(tmp_path, capsys):
+    assert (
+        fit_cli.main(["--task", "covid19", "--max-epochs", "2", "--log-dir", str(tmp_path), "--no-progress-bar"]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("metric"))
+    assert header.split() == ["metric", "value", "persistence"]
+    mae_row = next(line for line in lines if line.startswith("test/mae"))
+    assert len(mae_row.split()) == 3
+
+
+def test_resume_from_last_continues_the_same_run(tiny_fit, tmp_path):
+    first = tiny_fit("titanic", max_epochs=1)
+    steps_per_epoch = torch.load(first.last_model_path, weights_only=True)["global_step"]
+    resumed = tiny_fit("titanic", max_epochs=3, ckpt_path="last")
+    assert resumed.log_dir == first.log_dir and resumed.last_model_path == first.last_model_path
+    last = torch.load(resumed.last_model_path, weights_only=True)
+    assert last["epoch"] == 2  # zero-based: three epochs in all
+    assert last["global_step"] == 3 * steps_per_epoch
+
+
+def test_ckpt_path_last_without_a_run_is_a_usage_error(tmp_path, capsys):
+    code = fit_cli.run_cli(fit_cli.main, ["--task", "titanic", "--ckpt-path", "last", "--log-dir", str(tmp_path)])
+    assert code == 2
+    assert "train once without --ckpt-path first" in capsys.readouterr().err
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_app.fit", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_gpus_without_a_gpu_is_a_one_line_error(tmp_path):
+    completed = run_module("--task", "titanic", "--gpus", "1", "--log-dir", str(tmp_path))
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    error_lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert error_lines == [
+        "lightning_app: error: --gpus 1: no CUDA GPU is visible on this machine; drop --gpus to use the CPU"
+    ]
+    assert not any(tmp_path.iterdir()), "nothing is written before the error"
+
+
+def test_tpu_cores_without_torch_xla_is_a_usage_error(tmp_path, capsys):
+    pytest.importorskip("torch")
+    if __import__("importlib").util.find_spec("torch_xla") is not None:
+        pytest.skip("torch_xla is installed")
+    assert fit_cli.run_cli(fit_cli.main, ["--task", "titanic", "--tpu-cores", "8", "--log-dir", str(tmp_path)]) == 2
+    assert "--tpu-cores 8: torch_xla is not installed" in capsys.readouterr().err
+
+
+def test_help_lists_every_task_and_variant(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        fit_cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for task in TASKS.values():
+        assert f"{task.name}:" in out
+        for variant in task.variants:
+            assert variant in out
+    for flag in ("--max-epochs", "--batch-size", "--data-dir", "--ckpt-path", "--gpus", "--tpu-cores", "--strategy"):
+        assert flag in out
+
+
+def test_unknown_model_variant_is_a_usage_error(tmp_path, capsys):
+    assert fit_cli.run_cli(fit_cli.main, ["--task", "titanic", "--model", "nope", "--log-dir", str(tmp_path)]) == 2
+    assert "has no model 'nope'" in capsys.readouterr().err
