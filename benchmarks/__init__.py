@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy and speed measurements that are too slow for the test suite."""
