@@ -7,8 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from datamodules.errors import DataError
+from lightning_app.callbacks import NonFiniteLossError
+from lightning_app.errors import UsageError
 from lightning_app.registry import TASKS
-from lightning_app.training import UsageError
 from lightning_app.warning_filters import silence_harmless_warnings
 
 
@@ -64,6 +65,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         return 2
     except DataError as err:
         print(f"{prog}: data error: {err}", file=sys.stderr)
+        return 1
+    except NonFiniteLossError as err:
+        print(f"{prog}: training stopped: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

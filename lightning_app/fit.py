@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = fit(FitConfig(**vars(args)))
-    print(format_summary(result))
+    if result.is_global_zero:
+        print(format_summary(result))
     return 0
 
 

@@ -18,11 +18,10 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from lightning_app.callbacks import FiniteLossGuard
+from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
+from lightning_app.errors import UsageError
 from lightning_app.registry import Task, get_task
-
-
-class UsageError(Exception):
-    """A command-line setting that cannot work; the message says which flag and why."""
 
 
 @dataclass
@@ -65,6 +64,8 @@ class FitResult:
     log_dir: str
     seconds: float
     baseline_name: str | None = None
+    #: False in the other processes of a multi-process run, which should stay quiet.
+    is_global_zero: bool = True
 
     @property
     def tensorboard_command(self) -> str:
@@ -113,10 +114,7 @@ def _resolve_resume(config: FitConfig) -> tuple[str | None, int | None]:
                 "train once without --ckpt-path first"
             )
         return str(last), int(last.parent.parent.name.removeprefix("version_"))
-    path = Path(config.ckpt_path)
-    if not path.is_file():
-        raise UsageError(f"--ckpt-path {config.ckpt_path}: no such file")
-    return str(path), None
+    return config.ckpt_path, None
 
 
 _NOT_HPARAMS = ("task", "model", "extra_trainer_kwargs", "enable_progress_bar")
@@ -174,6 +172,8 @@ def fit(config: FitConfig) -> FitResult:
     )
     resolve_accelerator(config)  # fail on impossible device flags before touching data
     resume_from, resume_version = _resolve_resume(config)
+    if resume_from is not None:
+        check_checkpoint_task(resume_from, read_checkpoint(resume_from), task)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = task.datamodule(
@@ -193,18 +193,20 @@ def fit(config: FitConfig) -> FitResult:
     )
 
     logger: TensorBoardLogger | bool = False
-    callbacks: list[pl.Callback] = []
-    checkpoint: ModelCheckpoint | None = None
+    callbacks: list[pl.Callback] = [FiniteLossGuard()]
+    best_checkpoint = latest_checkpoint = None
     if not config.fast_dev_run:
         logger = TensorBoardLogger(config.log_dir, name=task.name, version=resume_version, default_hp_metric=False)
-        checkpoint = ModelCheckpoint(
+        best_checkpoint = ModelCheckpoint(
             monitor=model.monitor,
             mode=model.monitor_mode,
-            save_last=True,
             filename="best-epoch{epoch:03d}",
             auto_insert_metric_name=False,
         )
-        callbacks.append(checkpoint)
+        # ModelCheckpoint(save_last=True) only refreshes last.ckpt when the monitored metric improves;
+        # resuming after a crash needs the state of the latest epoch, so keep it with a second callback.
+        latest_checkpoint = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
+        callbacks += [best_checkpoint, latest_checkpoint]
     steps_per_epoch = max(1, len(datamodule.train_dataloader()))
     trainer = build_trainer(config, logger, callbacks, log_every_n_steps=min(50, steps_per_epoch))
 
@@ -214,8 +216,8 @@ def fit(config: FitConfig) -> FitResult:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     metrics = {key: _to_float(value) for key, value in trainer.callback_metrics.items() if key.endswith("_best")}
     # Read the paths before testing: restoring the best checkpoint also restores this callback's older state.
-    best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    last_path = checkpoint.last_model_path if checkpoint is not None else ""
+    best_path = best_checkpoint.best_model_path if best_checkpoint is not None else ""
+    last_path = latest_checkpoint.best_model_path if latest_checkpoint is not None else ""
     test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
     metrics.update({key: _to_float(value) for key, value in test_results[0].items()})
 
@@ -239,6 +241,7 @@ def fit(config: FitConfig) -> FitResult:
         log_dir=logger.log_dir if isinstance(logger, TensorBoardLogger) else "",
         seconds=time.perf_counter() - started,
         baseline_name=model.baseline_name,
+        is_global_zero=trainer.is_global_zero,
     )
 
 

@@ -107,6 +107,7 @@ class TaskModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = self.preprocessing
+        checkpoint["module_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.preprocessing = checkpoint.get("preprocessing", {})
