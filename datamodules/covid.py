@@ -108,14 +108,12 @@ class Covid19DataModule(TaskDataModule):
         return {"num_series": len(COUNT_COLUMNS)}
 
     def preprocessing_state(self) -> dict[str, Any]:
-        """The end of the series, so a reloaded model can roll the forecast forward from it."""
+        """The whole series (47 days: small), so a reloaded model can forecast from its end and plot it."""
         if self.cumulative is None:
             raise RuntimeError("call setup() before preprocessing_state()")
-        window = self.hparams.window
         return {
-            "window": window,
+            "window": self.hparams.window,
             "columns": list(COUNT_COLUMNS),
-            "last_date": self.dates[-1],
-            "last_cumulative": self.cumulative[-1].tolist(),
-            "recent_increments": daily_differences(self.cumulative)[-window:].tolist(),
+            "dates": list(self.dates),
+            "cumulative": self.cumulative.tolist(),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise UsageError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
         raise UsageError(
-            f"{path}: refused: it holds pickled objects beyond tensors and plain types ({reason})"
+            f"{path}: refused: it would import {found.group(1)} when loaded; "
+            "checkpoints of this project hold only tensors and plain types"
         ) from None
     except Exception as err:  # torch raises several types for files that are not checkpoints at all
         raise UsageError(f"{path}: not a PyTorch checkpoint ({type(err).__name__}: {err})".splitlines()[0]) from None

@@ -6,11 +6,13 @@ The CLIs read this table and hold no task-specific code. To add a task, write a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from datamodules import Covid19DataModule, TaskDataModule, TitanicDataModule
 from lightning_app.models import Covid19Module, TaskModule, TitanicModule
+from lightning_app.predictors import Prediction, PredictRequest, predict_covid19, predict_titanic
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Task:
     datamodule: type[TaskDataModule]
     module: type[TaskModule]
     variants: dict[str, Variant]
+    #: Scores raw inputs with a trained module for ``python -m lightning_app.predict``.
+    predictor: Callable[[TaskModule, PredictRequest], Prediction]
     default_variant: str = "default"
 
     def variant(self, name: str | None) -> Variant:
@@ -49,6 +53,7 @@ TASKS: dict[str, Task] = {
             description="Titanic survival from passenger details (tabular, binary)",
             datamodule=TitanicDataModule,
             module=TitanicModule,
+            predictor=predict_titanic,
             variants={
                 "default": Variant(
                     "residual MLP on standardised features with title and family size",
@@ -73,6 +78,7 @@ TASKS: dict[str, Task] = {
             description="COVID-19 next-day increments in China (time series, regression)",
             datamodule=Covid19DataModule,
             module=Covid19Module,
+            predictor=predict_covid19,
             variants={
                 "default": Variant(
                     "1-layer LSTM on log counts that corrects the persistence forecast, MSPE loss, Adagrad",

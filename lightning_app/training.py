@@ -22,6 +22,7 @@ from lightning_app.callbacks import FiniteLossGuard
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
 from lightning_app.errors import UsageError
 from lightning_app.registry import Task, get_task
+from lightning_app.tables import metrics_table
 
 
 @dataclass
@@ -247,20 +248,8 @@ def fit(config: FitConfig) -> FitResult:
 
 def format_summary(result: FitResult) -> str:
     """A plain-text report: metrics table (model beside its baseline), checkpoint, TensorBoard command."""
-    baseline = result.baseline_name
-    rows = []
-    for key, value in sorted(result.metrics.items()):
-        stage, _, name = key.partition("/")
-        if baseline and name.startswith(f"{baseline}_"):
-            continue
-        reference = result.metrics.get(f"{stage}/{baseline}_{name}") if baseline else None
-        rows.append((key, f"{value:.4f}", "" if reference is None else f"{reference:.4f}"))
-    header = ("metric", "value", baseline or "")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
     lines = [f"{result.task} ({result.model}) finished in {result.seconds:.1f} s", ""]
-    for row in [header, *rows]:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    lines.append("")
+    lines += [metrics_table(result.metrics, result.baseline_name), ""]
     if result.best_model_path:
         lines.append(f"best checkpoint: {result.best_model_path}")
     if result.log_dir:

@@ -49,3 +49,15 @@ def covid_dir(tmp_path: Path) -> Path:
     target = tmp_path / "covid19"
     shutil.copytree(PACKAGED_DATA_DIR / "covid19", target)
     return target
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FitResult]:
+    """One tiny trained run per small task, shared by the tests of the predict / test / export CLIs."""
+    log_dir = tmp_path_factory.mktemp("trained")
+    return {
+        task: fit(
+            FitConfig(task=task, max_epochs=2, log_dir=str(log_dir), accelerator="cpu", enable_progress_bar=False)
+        )
+        for task in ("titanic", "covid19")
+    }

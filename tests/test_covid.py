@@ -55,12 +55,12 @@ def test_forecast_rolls_forward_from_the_stored_history():
     forecast = module.forecast(days=5)
     assert forecast.shape == (5, 3)
     # Untrained, the residual net is exactly persistence: every day repeats the last known day.
-    last_day = torch.tensor(dm.preprocessing_state()["recent_increments"][-1])
+    last_day = daily_differences(dm.cumulative)[-1]
     assert torch.allclose(forecast, last_day.expand(5, 3))
     # Feeding each forecast back in: the second day is the model applied to a window ending in day one.
     torch.manual_seed(0)
     tutorial = Covid19Module(net="tutorial", preprocessing=dm.preprocessing_state()).eval()
-    history = torch.tensor(dm.preprocessing_state()["recent_increments"])
+    history = daily_differences(dm.cumulative)[-8:]
     rolled = tutorial.forecast(days=2)
     with torch.no_grad():
         first = tutorial(history.unsqueeze(0))[0]

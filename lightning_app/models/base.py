@@ -15,9 +15,8 @@ STAGES: tuple[Stage, ...] = ("train", "val", "test")
 class TaskModule(pl.LightningModule):
     """Owns metrics, logging and checkpointed preprocessing; subclasses own the model.
 
-    A subclass implements:
+    A subclass sets ``self.net`` (a plain ``nn.Module``; ``forward`` calls it) and implements:
 
-    * ``forward(inputs)`` -> raw network outputs (logits, forecasts);
     * :meth:`shared_step` ``(batch) -> {"loss", "preds", "target"}`` (and optionally
       ``"baseline"``: the predictions of a reference model such as persistence);
     * ``configure_optimizers``;
@@ -52,7 +51,13 @@ class TaskModule(pl.LightningModule):
                 setattr(self, f"{stage}_baseline_metrics", metrics.clone(prefix=f"{stage}/{self.baseline_name}_"))
         self.val_best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
 
+    #: The plain ``nn.Module`` network; ``forward`` is this network, so exports can use it alone.
+    net: torch.nn.Module
+
     # -- to implement ---------------------------------------------------------
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
     def shared_step(self, batch: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

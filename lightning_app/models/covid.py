@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torchmetrics import MeanAbsoluteError, MetricCollection
 
+from datamodules.covid import daily_differences
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models.base import TaskModule
 from lightning_app.nets import ResidualCovidNet, TutorialCovidNet
@@ -45,15 +46,14 @@ class Covid19Module(TaskModule):
         metrics = MetricCollection({"mspe": MeanSquaredPercentageError(), "mae": MeanAbsoluteError()})
         super().__init__(metrics, preprocessing)
         self.save_hyperparameters(ignore=["preprocessing"], logger=False)
+        window = int(self.preprocessing.get("window", 8))
+        self.example_input_array = torch.zeros(1, window, num_series)
         if net == "tutorial":
             self.net = TutorialCovidNet(num_series=num_series, num_layers=num_layers)
         elif net == "residual_lstm":
             self.net = ResidualCovidNet(num_series=num_series, hidden_size=hidden_size, num_layers=num_layers)
         else:
             raise ValueError(f"unknown COVID-19 net {net!r}; choose 'tutorial' or 'residual_lstm'")
-
-    def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return self.net(window)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         window, target = batch
@@ -72,16 +72,16 @@ class Covid19Module(TaskModule):
     def forecast(self, days: int, recent_increments: torch.Tensor | None = None) -> torch.Tensor:
         """Roll the model forward ``days`` days, feeding each forecast back as input.
 
-        ``recent_increments`` (``float32[T >= window, 3]``) defaults to the end of
-        the training data stored in the checkpoint. Returns ``float32[days, 3]``
-        forecast daily increments.
+        ``recent_increments`` (``float32[T >= window, 3]`` daily increments)
+        defaults to the end of the series stored in the checkpoint. Returns
+        ``float32[days, 3]`` forecast daily increments.
         """
         if days < 1:
             raise ValueError(f"days must be at least 1, got {days}")
         if recent_increments is None:
-            if "recent_increments" not in self.preprocessing:
+            if "cumulative" not in self.preprocessing:
                 raise ValueError("no history given and none stored in this module's preprocessing state")
-            recent_increments = torch.tensor(self.preprocessing["recent_increments"])
+            recent_increments = daily_differences(torch.tensor(self.preprocessing["cumulative"]))
         window_size = int(self.preprocessing.get("window", len(recent_increments)))
         if len(recent_increments) < window_size:
             raise ValueError(f"need at least {window_size} days of history, got {len(recent_increments)}")

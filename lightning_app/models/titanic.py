@@ -48,15 +48,13 @@ class TitanicModule(TaskModule):
         metrics = MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()})
         super().__init__(metrics, preprocessing)
         self.save_hyperparameters(ignore=["preprocessing"], logger=False)
+        self.example_input_array = torch.zeros(1, num_features)
         if net == "tutorial":
             self.net = TutorialMLP(num_features)
         elif net == "residual_mlp":
             self.net = ResidualMLP(num_features, hidden=hidden, dropout=dropout)
         else:
             raise ValueError(f"unknown Titanic net {net!r}; choose 'residual_mlp' or 'tutorial'")
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
 
     def to_predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(outputs)

@@ -1,0 +1,118 @@
+"""Turning raw command-line inputs into predictions, one function per task (see the registry).
+
+A predictor takes a module loaded from a checkpoint and a :class:`PredictRequest`
+and returns a :class:`Prediction`: records plus the columns to show. The
+``predict`` CLI only formats what comes back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datamodules.base import read_csv_rows
+from datamodules.covid import daily_differences
+from datamodules.titanic import INPUT_COLUMNS, parse_passenger
+from lightning_app.errors import UsageError
+
+
+@dataclass
+class PredictRequest:
+    """What the user asked to score: positional ``inputs`` (texts or paths), an ``input_file``, ``days``."""
+
+    inputs: list[str] = field(default_factory=list)
+    input_file: Path | None = None
+    days: int | None = None
+    plot_path: Path | None = None
+
+
+@dataclass
+class Prediction:
+    records: list[dict[str, Any]]
+    #: Columns for the readable table; CSV and JSON carry ``all_columns``.
+    columns: list[str]
+    all_columns: list[str]
+    #: Files the predictor wrote (plots), reported to the user.
+    written: list[Path] = field(default_factory=list)
+
+
+def _single_input_file(request: PredictRequest, what: str) -> Path:
+    paths = ([request.input_file] if request.input_file else []) + [Path(p) for p in request.inputs]
+    if len(paths) != 1:
+        raise UsageError(f"give exactly one {what} (as --input-file or a positional argument), got {len(paths)}")
+    if not paths[0].is_file():
+        raise UsageError(f"{paths[0]}: no such file")
+    return paths[0]
+
+
+def predict_titanic(module, request: PredictRequest) -> Prediction:
+    """Score a Kaggle-format passenger CSV; every input column comes back plus the survival columns."""
+    path = _single_input_file(request, "passenger CSV file")
+    rows = read_csv_rows(path, INPUT_COLUMNS)
+    passengers = [parse_passenger(path, line, row, with_label=False) for line, row in rows]
+    scores = module.predict_raw(passengers)
+    records = [
+        {**row, "survival_probability": score["probability"], "survived_predicted": score["survived"]}
+        for (_, row), score in zip(rows, scores, strict=True)
+    ]
+    input_columns = list(rows[0][1].keys())
+    added = ["survival_probability", "survived_predicted"]
+    shown = [column for column in ("PassengerId", "Name") if column in input_columns]
+    return Prediction(records, [*shown, *added], [*input_columns, *added])
+
+
+def predict_covid19(module, request: PredictRequest) -> Prediction:
+    """Forecast ``days`` days past the end of the training series; plot history and forecast."""
+    if request.inputs or request.input_file:
+        raise UsageError("covid19 forecasts from the series stored in the checkpoint: pass --days N, no inputs")
+    days = request.days or 7
+    state = module.preprocessing
+    columns = state["columns"]
+    cumulative = torch.tensor(state["cumulative"])
+    increments = module.forecast(days)
+    totals = cumulative[-1] + increments.cumsum(0)
+    last_date = dt.date.fromisoformat(state["dates"][-1])
+    records = []
+    for offset in range(days):
+        record: dict[str, Any] = {"date": (last_date + dt.timedelta(days=offset + 1)).isoformat()}
+        for i, name in enumerate(columns):
+            record[f"{name}_new"] = round(float(increments[offset, i]), 1)
+            record[f"{name}_total"] = round(float(totals[offset, i]), 1)
+        records.append(record)
+    all_columns = ["date", *(f"{c}_{kind}" for c in columns for kind in ("new", "total"))]
+    written = []
+    if request.plot_path is not None:
+        history = daily_differences(cumulative)
+        _plot_forecast(
+            state["dates"][1:], history, [r["date"] for r in records], increments, columns, request.plot_path
+        )
+        written.append(request.plot_path)
+    return Prediction(records, all_columns, all_columns, written)
+
+
+def _plot_forecast(history_dates, history, forecast_dates, forecast, columns, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(columns), 1, figsize=(9, 2.6 * len(columns)), sharex=True)
+    dates = [dt.date.fromisoformat(d) for d in history_dates]
+    future = [dt.date.fromisoformat(d) for d in forecast_dates]
+    for i, (axis, name) in enumerate(zip(axes, columns, strict=True)):
+        axis.plot(dates, history[:, i].tolist(), label="observed", color="tab:blue")
+        axis.plot([dates[-1], *future], [float(history[-1, i]), *forecast[:, i].tolist()], "--", label="forecast",
+                  color="tab:orange")  # fmt: skip
+        axis.set_ylabel(f"{name}\nper day")
+        axis.grid(alpha=0.3)
+    axes[0].legend(loc="upper right")
+    axes[0].set_title("COVID-19 daily increments: history and forecast")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,65 @@
+"""``python -m lightning_app.test --task NAME --ckpt PATH``: evaluate a checkpoint on the task's test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+
+from lightning_app.cli import _limit, add_data_arguments, add_hardware_arguments, run_cli
+from lightning_app.inference import load_checkpoint
+from lightning_app.registry import TASKS
+from lightning_app.tables import metrics_table
+from lightning_app.training import FitConfig, resolve_accelerator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_app.test",
+        description="Evaluate a trained checkpoint on its task's test split (or the test split under --data-dir).",
+    )
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by python -m lightning_app.fit")
+    parser.add_argument("--format", choices=["table", "json"], default="table", dest="output_format")
+    parser.add_argument("--limit-test-batches", type=_limit, default=None, metavar="N|FRACTION")
+    add_data_arguments(parser)
+    add_hardware_arguments(parser)
+    return parser
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, float]:
+    loaded = load_checkpoint(args.ckpt, args.task)
+    datamodule = loaded.datamodule(data_dir=args.data_dir, batch_size=args.batch_size, num_workers=args.num_workers)
+    config = FitConfig(task=args.task, accelerator=args.accelerator, devices=args.devices, gpus=args.gpus,
+                       tpu_cores=args.tpu_cores)  # fmt: skip
+    accelerator, devices = resolve_accelerator(config)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_test_batches=args.limit_test_batches,
+    )
+    results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
+    return {key: float(value) for key, value in results[0].items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    metrics = evaluate(args)
+    if args.output_format == "json":
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        print(metrics_table(metrics, TASKS[args.task].module.baseline_name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,144 @@
+"""Using trained checkpoints: the test, predict and export command lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from datamodules import PACKAGED_DATA_DIR
+from datamodules.titanic import read_passengers
+from lightning_app import export as export_cli
+from lightning_app import predict as predict_cli
+from lightning_app import test as test_cli
+from lightning_app.cli import run_cli
+from lightning_app.inference import load_checkpoint
+
+TITANIC_TEST_CSV = PACKAGED_DATA_DIR / "titanic" / "test.csv"
+
+
+def run(main, argv, capsys) -> tuple[int, str, list[str]]:
+    code = run_cli(main, argv)
+    captured = capsys.readouterr()
+    return code, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("task", ["titanic", "covid19"])
+def test_test_cli_reproduces_the_fit_metrics(trained, capsys, task):
+    code, out, _ = run(
+        test_cli.main, ["--task", task, "--ckpt", trained[task].best_model_path, "--format", "json"], capsys
+    )
+    assert code == 0
+    metrics = json.loads(out)
+    for key, value in metrics.items():
+        assert value == pytest.approx(trained[task].metrics[key], rel=1e-5, abs=1e-6), key
+
+
+def test_test_cli_table_shows_the_baseline_column(trained, capsys):
+    code, out, _ = run(test_cli.main, ["--task", "covid19", "--ckpt", trained["covid19"].best_model_path], capsys)
+    assert code == 0 and out.splitlines()[0].split() == ["metric", "value", "persistence"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "titanic", "--ckpt", "missing.ckpt"], "missing.ckpt: no such checkpoint file"),
+        (["--task", "covid19", "--ckpt", "TITANIC"], "a checkpoint of task 'titanic', not 'covid19'"),
+    ],
+)
+def test_bad_checkpoints_are_one_line_errors(trained, capsys, argv, message):
+    argv = [trained["titanic"].best_model_path if arg == "TITANIC" else arg for arg in argv]
+    for main in (test_cli.main, predict_cli.main):
+        code, out, err = run(main, argv, capsys)
+        assert code == 2 and out == "" and len(err) == 1 and message in err[0]
+
+
+def test_predict_titanic_writes_the_csv_back_with_probabilities(trained, capsys, tmp_path):
+    output = tmp_path / "scored.csv"
+    argv = ["--task", "titanic", "--ckpt", trained["titanic"].best_model_path, str(TITANIC_TEST_CSV)]
+    code, _, _ = run(predict_cli.main, [*argv, "--format", "csv", "--output", str(output)], capsys)
+    assert code == 0
+    rows = list(csv.DictReader(output.open()))
+    original = list(csv.DictReader(TITANIC_TEST_CSV.open()))
+    assert len(rows) == len(original) == 179
+    assert rows[0]["Name"] == original[0]["Name"] and rows[0]["Ticket"] == original[0]["Ticket"]
+    module = load_checkpoint(trained["titanic"].best_model_path, "titanic").module
+    expected = module.predict_raw(read_passengers(TITANIC_TEST_CSV))
+    assert [float(row["survival_probability"]) for row in rows] == pytest.approx(
+        [score["probability"] for score in expected]
+    )
+    assert {row["survived_predicted"] for row in rows} <= {"0", "1"}
+
+    code, table, _ = run(predict_cli.main, argv, capsys)
+    assert code == 0 and table.splitlines()[0].split() == ["PassengerId", "Name", "survival_probability",
+                                                           "survived_predicted"]  # fmt: skip
+
+
+def test_predict_titanic_empty_input_file_is_a_one_line_error(trained, capsys, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    code, out, err = run(predict_cli.main, ["--task", "titanic", "--ckpt", trained["titanic"].best_model_path,
+                                            "--input-file", str(empty)], capsys)  # fmt: skip
+    assert code == 1 and out == "" and len(err) == 1 and "empty.csv: file is empty" in err[0]
+
+
+def test_predict_covid_forecasts_and_plots(trained, capsys, tmp_path):
+    plot = tmp_path / "forecast.png"
+    argv = ["--task", "covid19", "--ckpt", trained["covid19"].best_model_path, "--days", "3", "--plot", str(plot)]
+    code, out, err = run(predict_cli.main, [*argv, "--format", "json"], capsys)
+    assert code == 0
+    records = json.loads(out)
+    assert [r["date"] for r in records] == ["2020-03-11", "2020-03-12", "2020-03-13"]
+    module = load_checkpoint(trained["covid19"].best_model_path).module
+    forecast = module.forecast(3)
+    assert [r["dead_num_new"] for r in records] == pytest.approx(forecast[:, 2].tolist(), abs=0.05)
+    assert records[0]["confirmed_num_total"] == pytest.approx(80754.0 + float(forecast[0, 0]), abs=0.05)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {plot}" in err[-1]
+
+    code, _, err = run(predict_cli.main, [*argv[:4], "some-input"], capsys)
+    assert code == 2 and "pass --days N, no inputs" in err[0]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
+@pytest.mark.parametrize("task", ["titanic", "covid19"])
+def test_torchscript_export_matches_the_module(trained, capsys, tmp_path, task):
+    code, out, _ = run(export_cli.main, ["--ckpt", trained[task].best_model_path, "--format", "torchscript",
+                                         "--output-dir", str(tmp_path)], capsys)  # fmt: skip
+    assert code == 0 and str(tmp_path) in out
+    exported = torch.jit.load(str(tmp_path / "model.pt"))
+    metadata = json.loads((tmp_path / "preprocessing.json").read_text())
+    module = load_checkpoint(trained[task].best_model_path).module
+    assert metadata["task"] == task and metadata["preprocessing"] == module.preprocessing
+    inputs = torch.rand(5, *module.example_input_array.shape[1:]) * 3
+    with torch.no_grad():
+        assert torch.allclose(exported(inputs), module.predict_step((inputs,), 0), atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["titanic", "covid19"])
+def test_onnx_export_matches_the_module(trained, tmp_path, task):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    target = export_cli.export(trained[task].best_model_path, "onnx", tmp_path)
+    session = onnxruntime.InferenceSession(str(target / "model.onnx"))
+    module = load_checkpoint(trained[task].best_model_path).module
+    inputs = torch.rand(4, *module.example_input_array.shape[1:]) * 3
+    (outputs,) = session.run(None, {"inputs": inputs.numpy()})
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(outputs), module.predict_step((inputs,), 0), atol=1e-4)
+
+
+def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    bogus = tmp_path / "x.ckpt"
+    bogus.write_bytes(b"\x00" * 10)
+    code, _, err = run(export_cli.main, ["--ckpt", str(bogus), "--format", "torchscript"], capsys)
+    assert code == 2 and len(err) == 1 and "not a PyTorch checkpoint" in err[0]
+    assert not list(tmp_path.glob("*-torchscript"))
+
+
+def test_render_records_csv_round_trips():
+    from lightning_app.tables import render_records
+
+    text = render_records([{"a": 1, "b": "x,y"}], ["a", "b"], "csv")
+    assert list(csv.DictReader(io.StringIO(text))) == [{"a": "1", "b": "x,y"}]
