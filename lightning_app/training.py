@@ -15,13 +15,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from datamodules import TaskDataModule
 from lightning_app.callbacks import FiniteLossGuard
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
 from lightning_app.errors import UsageError
-from lightning_app.registry import Task, get_task
+from lightning_app.models import TaskModule
+from lightning_app.registry import Task, Variant, get_task
 from lightning_app.tables import metrics_table
 
 
@@ -53,6 +55,7 @@ class FitConfig:
     deterministic: bool = False
     enable_progress_bar: bool = True
     extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    extra_callbacks: list[pl.Callback] = field(default_factory=list)
 
 
 @dataclass
@@ -118,7 +121,9 @@ def _resolve_resume(config: FitConfig) -> tuple[str | None, int | None]:
     return config.ckpt_path, None
 
 
-_NOT_HPARAMS = ("task", "model", "extra_trainer_kwargs", "enable_progress_bar")
+_NOT_HPARAMS = ("task", "model", "extra_trainer_kwargs", "extra_callbacks", "enable_progress_bar")
+#: Redrawing the bar every step costs a host round trip per step; every 20 steps is still lively.
+PROGRESS_BAR_REFRESH_STEPS = 20
 
 
 def _to_float(value: Any) -> float:
@@ -152,13 +157,8 @@ def build_trainer(
     )
 
 
-def fit(config: FitConfig) -> FitResult:
-    """Train ``config.task``, test the best checkpoint and return the metrics.
-
-    Raises :class:`UsageError` for settings that cannot work and
-    ``datamodules.DataError`` for bad data files, before anything is written.
-    """
-    started = time.perf_counter()
+def resolve_config(config: FitConfig) -> tuple[Task, Variant, FitConfig]:
+    """The task, its variant and ``config`` with the variant's defaults filled in."""
     try:
         task: Task = get_task(config.task)
         variant = task.variant(config.model)
@@ -171,12 +171,12 @@ def fit(config: FitConfig) -> FitResult:
         batch_size=config.batch_size or variant.batch_size,
         lr=config.lr if config.lr is not None else variant.lr,
     )
-    resolve_accelerator(config)  # fail on impossible device flags before touching data
-    resume_from, resume_version = _resolve_resume(config)
-    if resume_from is not None:
-        check_checkpoint_task(resume_from, read_checkpoint(resume_from), task)
+    return task, variant, config
 
-    pl.seed_everything(config.seed, workers=True, verbose=False)
+
+def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
+    """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
+    task, variant, config = resolve_config(config)
     datamodule = task.datamodule(
         data_dir=config.data_dir,
         batch_size=config.batch_size,
@@ -186,15 +186,35 @@ def fit(config: FitConfig) -> FitResult:
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = task.module(
+    module = task.module(
         **datamodule.model_kwargs(),
         **variant.module_kwargs,
         lr=config.lr,
         preprocessing=datamodule.preprocessing_state(),
     )
+    return datamodule, module
+
+
+def fit(config: FitConfig) -> FitResult:
+    """Train ``config.task``, test the best checkpoint and return the metrics.
+
+    Raises :class:`UsageError` for settings that cannot work and
+    ``datamodules.DataError`` for bad data files, before anything is written.
+    """
+    started = time.perf_counter()
+    task, _, config = resolve_config(config)
+    resolve_accelerator(config)  # fail on impossible device flags before touching data
+    resume_from, resume_version = _resolve_resume(config)
+    if resume_from is not None:
+        check_checkpoint_task(resume_from, read_checkpoint(resume_from), task)
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule, model = build_datamodule_and_module(config)
 
     logger: TensorBoardLogger | bool = False
-    callbacks: list[pl.Callback] = [FiniteLossGuard()]
+    callbacks: list[pl.Callback] = [FiniteLossGuard(), *config.extra_callbacks]
+    if config.enable_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
     best_checkpoint = latest_checkpoint = None
     if not config.fast_dev_run:
         logger = TensorBoardLogger(config.log_dir, name=task.name, version=resume_version, default_hp_metric=False)

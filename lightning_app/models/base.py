@@ -40,6 +40,8 @@ class TaskModule(pl.LightningModule):
     monitor_mode: ClassVar[Literal["min", "max"]] = "min"
     #: Name used in metric keys for the ``"baseline"`` predictions of :meth:`shared_step`.
     baseline_name: ClassVar[str | None] = None
+    #: Steps whose outputs are queued on the device before one batched metric update.
+    metric_update_every_n_steps: ClassVar[int] = 32
 
     def __init__(self, metrics: MetricCollection, preprocessing: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -50,6 +52,7 @@ class TaskModule(pl.LightningModule):
             if self.baseline_name:
                 setattr(self, f"{stage}_baseline_metrics", metrics.clone(prefix=f"{stage}/{self.baseline_name}_"))
         self.val_best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
+        self._pending: dict[Stage, list[dict[str, torch.Tensor]]] = {stage: [] for stage in STAGES}
 
     #: The plain ``nn.Module`` network; ``forward`` is this network, so exports can use it alone.
     net: torch.nn.Module
@@ -67,20 +70,29 @@ class TaskModule(pl.LightningModule):
 
     # -- steps ----------------------------------------------------------------
     def _step(self, stage: Stage, batch: Any) -> torch.Tensor:
+        """Run :meth:`shared_step` and queue its outputs for the stage's metrics; nothing is logged per step."""
         out = self.shared_step(batch)
-        target = out["target"]
-        loss_metric: MeanMetric = getattr(self, f"{stage}_loss")
-        loss_metric.update(out["loss"].detach(), weight=target.shape[0])
-        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
-        metrics.update(out["preds"].detach(), target)
-        log = {"on_step": False, "on_epoch": True}
-        self.log(f"{stage}/loss", loss_metric, prog_bar=stage != "test", **log)
-        self.log_dict(metrics, **log)
-        if "baseline" in out:
-            baseline: MetricCollection = getattr(self, f"{stage}_baseline_metrics")
-            baseline.update(out["baseline"].detach(), target)
-            self.log_dict(baseline, **log)
+        pending = self._pending[stage]
+        pending.append({key: out[key].detach() for key in ("loss", "preds", "target", "baseline") if key in out})
+        if len(pending) >= self.metric_update_every_n_steps:
+            self._update_metrics(stage)
         return out["loss"]
+
+    def _update_metrics(self, stage: Stage) -> None:
+        # One torchmetrics update per chunk of steps instead of one per step: each update call costs
+        # a fixed few hundred microseconds, more than a small model's whole step on the CPU.
+        pending = self._pending[stage]
+        if not pending:
+            return
+        target = torch.cat([step["target"] for step in pending])
+        losses = torch.stack([step["loss"] for step in pending])
+        weights = torch.tensor([len(step["target"]) for step in pending], device=losses.device)
+        getattr(self, f"{stage}_loss").update(losses, weight=weights)
+        getattr(self, f"{stage}_metrics").update(torch.cat([step["preds"] for step in pending]), target)
+        if "baseline" in pending[0]:
+            baseline = torch.cat([step["baseline"] for step in pending])
+            getattr(self, f"{stage}_baseline_metrics").update(baseline, target)
+        pending.clear()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step("train", batch)
@@ -95,20 +107,54 @@ class TaskModule(pl.LightningModule):
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.to_predictions(self(inputs))
 
-    # -- hooks ----------------------------------------------------------------
+    # -- epoch ends -----------------------------------------------------------
+    def scalar_metrics(self, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a computed metric into loggable scalars; vectors become ``<name>_<index>``."""
+        if value.numel() == 1:
+            return {name: value.reshape(())}
+        return {f"{name}_{index}": item for index, item in enumerate(value.flatten())}
+
+    def compute_epoch_metrics(self, stage: Stage) -> dict[str, torch.Tensor]:
+        """Compute (synced across processes by torchmetrics) and reset the stage's metrics."""
+        collections = [getattr(self, f"{stage}_metrics")]
+        if self.baseline_name:
+            collections.append(getattr(self, f"{stage}_baseline_metrics"))
+        self._update_metrics(stage)
+        loss: MeanMetric = getattr(self, f"{stage}_loss")
+        values = {f"{stage}/loss": loss.compute()}
+        loss.reset()
+        for collection in collections:
+            for name, value in collection.compute().items():
+                values.update(self.scalar_metrics(name, value))
+            collection.reset()
+        return values
+
+    def _log_epoch(self, stage: Stage) -> dict[str, torch.Tensor]:
+        # Logged once per epoch from values computed here: logging metric objects every step through
+        # self.log costs about a millisecond per call, more than a small model's whole step.
+        values = self.compute_epoch_metrics(stage)
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
+        return values
+
     def on_train_start(self) -> None:
         # The sanity check ran validation on a few batches; do not let it count.
+        self._pending["val"].clear()
         self.val_metrics.reset()
         self.val_loss.reset()
         self.val_best.reset()
 
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
     def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch("val")
         if self.trainer.sanity_checking:
             return
-        name = self.monitor.removeprefix("val/")
-        current = self.val_loss.compute() if name == "loss" else self.val_metrics[name].compute()
-        self.val_best.update(current)
-        self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True, sync_dist=False)
+        self.val_best.update(values[self.monitor])
+        self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = self.preprocessing
