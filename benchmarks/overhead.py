@@ -13,6 +13,7 @@ The first epoch is warm-up and dropped.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -74,10 +75,11 @@ def plain_epoch_seconds(config: FitConfig, device: str = "cpu") -> list[float]:
     module.to(device).train()
     optimizer = _first_optimizer(module.configure_optimizers())
     loader = datamodule.train_dataloader()
+    limit = config.limit_train_batches if isinstance(config.limit_train_batches, int) else None
     seconds = []
     for _ in range(config.max_epochs):
         started = time.perf_counter()
-        for batch in loader:
+        for batch in itertools.islice(loader, limit):
             batch = [tensor.to(device, non_blocking=True) for tensor in batch]
             loss = module.shared_step(batch)["loss"]
             optimizer.zero_grad(set_to_none=True)

@@ -66,7 +66,9 @@ class FitResult:
     best_model_path: str
     last_model_path: str
     log_dir: str
+    #: Wall time of the whole run (data set-up, training, testing) and of ``trainer.fit`` alone.
     seconds: float
+    train_seconds: float
     baseline_name: str | None = None
     #: False in the other processes of a multi-process run, which should stay quiet.
     is_global_zero: bool = True
@@ -228,13 +230,20 @@ def fit(config: FitConfig) -> FitResult:
         # resuming after a crash needs the state of the latest epoch, so keep it with a second callback.
         latest_checkpoint = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
         callbacks += [best_checkpoint, latest_checkpoint]
-    steps_per_epoch = max(1, len(datamodule.train_dataloader()))
+    steps_per_epoch = len(datamodule.train_dataloader())
+    if isinstance(config.limit_train_batches, int):
+        steps_per_epoch = min(steps_per_epoch, config.limit_train_batches)
+    elif isinstance(config.limit_train_batches, float):
+        steps_per_epoch = int(steps_per_epoch * config.limit_train_batches)
+    steps_per_epoch = max(1, steps_per_epoch)
     trainer = build_trainer(config, logger, callbacks, log_every_n_steps=min(50, steps_per_epoch))
 
     with warnings.catch_warnings():
         if resume_version is not None:  # resuming writes into the run's existing checkpoint folder on purpose
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        fit_started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        train_seconds = time.perf_counter() - fit_started
     metrics = {key: _to_float(value) for key, value in trainer.callback_metrics.items() if key.endswith("_best")}
     # Read the paths before testing: restoring the best checkpoint also restores this callback's older state.
     best_path = best_checkpoint.best_model_path if best_checkpoint is not None else ""
@@ -261,6 +270,7 @@ def fit(config: FitConfig) -> FitResult:
         last_model_path=last_path,
         log_dir=logger.log_dir if isinstance(logger, TensorBoardLogger) else "",
         seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
         baseline_name=model.baseline_name,
         is_global_zero=trainer.is_global_zero,
     )
