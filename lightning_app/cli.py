@@ -50,6 +50,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-dir", default=None, help="folder with the task's data files (default: bundled data)")
     group.add_argument("--batch-size", type=int, default=None, help="default: the model variant's")
     group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    group.add_argument("--cache-dir", default=None, help="preprocessed-data cache (default: ~/.cache/lightning_app)")
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

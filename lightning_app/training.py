@@ -7,6 +7,7 @@ it returns the metrics so tests and notebooks can call it directly.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ class FitConfig:
     lr: float | None = None
     seed: int = 42
     data_dir: str | None = None
+    cache_dir: str | None = None
     log_dir: str = "runs"
     num_workers: int = 0
     precision: str = "32-true"
@@ -152,6 +154,13 @@ def build_trainer(
     )
 
 
+def _cache_kwargs(task: Task, config: FitConfig) -> dict[str, Any]:
+    """``{"cache_dir": ...}`` for DataModules that take one; ``None`` means their default cache."""
+    if "cache_dir" not in inspect.signature(task.datamodule).parameters:
+        return {}
+    return {"cache_dir": config.cache_dir}
+
+
 def fit(config: FitConfig) -> FitResult:
     """Train ``config.task``, test the best checkpoint and return the metrics.
 
@@ -181,6 +190,7 @@ def fit(config: FitConfig) -> FitResult:
         num_workers=config.num_workers,
         seed=config.seed,
         **variant.datamodule_kwargs,
+        **_cache_kwargs(task, config),
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
