@@ -2,5 +2,6 @@
 
 from lightning_app.nets.sequence import MultiplicativeBlock, TutorialCovidNet
 from lightning_app.nets.tabular import ResidualMLP, TutorialMLP
+from lightning_app.nets.text import BigramBagNet, TutorialTextCNN
 
-__all__ = ["MultiplicativeBlock", "ResidualMLP", "TutorialCovidNet", "TutorialMLP"]
+__all__ = ["BigramBagNet", "MultiplicativeBlock", "ResidualMLP", "TutorialCovidNet", "TutorialMLP", "TutorialTextCNN"]
