@@ -328,3 +328,11 @@ def test_default_reaches_target_accuracy_on_bundled_data(tmp_path: Path, capsys)
     assert run_cli(fit_main, [*argv, "--no-progress-bar"]) == 0
     summary = capsys.readouterr().out
     assert float(summary.split("test/acc")[1].split()[0]) >= 0.89, summary
+
+
+def test_cache_dir_flag_reaches_only_datamodules_that_take_it() -> None:
+    from lightning_app.registry import get_task
+    from lightning_app.training import FitConfig, _cache_kwargs
+
+    assert _cache_kwargs(get_task("imdb"), FitConfig(task="imdb", cache_dir="somewhere")) == {"cache_dir": "somewhere"}
+    assert _cache_kwargs(get_task("titanic"), FitConfig(task="titanic", cache_dir="somewhere")) == {}
