@@ -364,7 +364,6 @@ class IMDBDataModule(TaskDataModule):
         log.info("IMDB token ids %s %s", "loaded from" if self.cache_reused else "built and cached in", cache_path)
 
         values = _tensors_to_strings(tensors["label_bytes"], tensors["label_lengths"])
-        binary = values == ["0", "1"]
         hp = self.hparams
         self._state = {
             "tokenizer": hp.tokenizer,
@@ -373,8 +372,7 @@ class IMDBDataModule(TaskDataModule):
             "pad": hp.pad,
             "vocabulary": _tensors_to_strings(tensors["vocab_bytes"], tensors["vocab_lengths"]),
             "label_values": values,
-            "class_names": list(hp.binary_names) if binary else values,
-            "binary": binary,
+            "class_names": list(hp.binary_names) if values == ["0", "1"] else values,
         }
         texts = _tensors_to_strings(tensors["example_bytes"], tensors["example_lengths"])
         self.val_examples = list(zip(texts, tensors["example_labels"].tolist(), strict=True))

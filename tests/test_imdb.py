@@ -222,7 +222,7 @@ def test_multiclass_labels_are_sorted(tmp_path: Path) -> None:
     dm.setup("fit")
     state = dm.preprocessing_state()
     assert state["label_values"] == ["10", "2", "mixed"]  # not all integers -> alphabetical
-    assert state["binary"] is False and dm.model_kwargs()["num_classes"] == 3
+    assert state["class_names"] == state["label_values"] and dm.model_kwargs()["num_classes"] == 3
     write_tsv(tmp_path / "train.tsv", synthetic_reviews(30, seed=1, labels=("10", "2", "3")))
     write_tsv(tmp_path / "test.tsv", synthetic_reviews(9, seed=2, labels=("10", "2", "3")))
     dm = IMDBDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache")
@@ -253,7 +253,7 @@ def test_bigram_bag_hashing_and_empty_input() -> None:
 def test_module_multiclass_step_and_predict_raw() -> None:
     state = {
         "tokenizer": "words", "vocabulary": ["<pad>", "<unk>", "good", "bad"], "max_len": 6, "truncate": "right",
-        "pad": "right", "label_values": ["a", "b", "c"], "class_names": ["a", "b", "c"], "binary": False,
+        "pad": "right", "label_values": ["a", "b", "c"], "class_names": ["a", "b", "c"],
     }  # fmt: skip
     module = IMDBModule(vocab_size=4, num_classes=3, max_len=6, embed_dim=4, bigram_buckets=16, preprocessing=state)
     out = module.shared_step((torch.tensor([[2, 3, 0, 0, 0, 0]]), torch.tensor([2])))
@@ -312,6 +312,22 @@ def test_cli_tutorial_variant_runs(tiny_data: Path, tmp_path: Path, capsys) -> N
     module = IMDBModule.load_from_checkpoint(best)
     assert module.hparams.net == "tutorial_cnn" and module.preprocessing["truncate"] == "left"
     assert module.predict_raw([""])[0]["label"] in ("negative", "positive")
+
+
+def test_cli_multiclass_data_dir(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    labels = ("0", "1", "mixed")
+    write_tsv(data / "train.tsv", synthetic_reviews(90, seed=1, labels=labels))
+    write_tsv(data / "test.tsv", synthetic_reviews(30, seed=2, labels=labels))
+    best = _fit(data, tmp_path, "--max-epochs", "1")
+    summary = capsys.readouterr().out
+    assert "test/auroc" in summary and "test/f1" in summary
+    module = IMDBModule.load_from_checkpoint(best)
+    assert module.hparams.num_classes == 3
+    (result,) = module.predict_raw(["superb but boring"])
+    assert set(result["probabilities"]) == set(labels)
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0)
 
 
 def test_cli_reports_bad_data_with_file_and_line(tmp_path: Path, capsys) -> None:
