@@ -1,1 +1,1 @@
-"""Benchmark scripts: ``python -m benchmarks.<task>``."""
+"""Benchmarks; run as ``PYTHONPATH=. python -m benchmarks.<name>``."""

@@ -127,6 +127,11 @@ def _to_float(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
+def accepts_argument(cls: type, name: str) -> bool:
+    """Whether ``cls(...)`` takes a keyword argument ``name``."""
+    return name in inspect.signature(cls.__init__).parameters
+
+
 def build_trainer(
     config: FitConfig, logger: TensorBoardLogger | bool, callbacks: list[pl.Callback], log_every_n_steps: int
 ) -> pl.Trainer:
@@ -154,13 +159,6 @@ def build_trainer(
     )
 
 
-def _cache_kwargs(task: Task, config: FitConfig) -> dict[str, Any]:
-    """``{"cache_dir": ...}`` for DataModules that take one; ``None`` means their default cache."""
-    if "cache_dir" not in inspect.signature(task.datamodule).parameters:
-        return {}
-    return {"cache_dir": config.cache_dir}
-
-
 def fit(config: FitConfig) -> FitResult:
     """Train ``config.task``, test the best checkpoint and return the metrics.
 
@@ -184,13 +182,15 @@ def fit(config: FitConfig) -> FitResult:
     resume_from, resume_version = _resolve_resume(config)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    # Only DataModules that cache preprocessed data take a cache folder.
+    cache_kwargs = {"cache_dir": config.cache_dir} if accepts_argument(task.datamodule, "cache_dir") else {}
     datamodule = task.datamodule(
         data_dir=config.data_dir,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         seed=config.seed,
+        **cache_kwargs,
         **variant.datamodule_kwargs,
-        **_cache_kwargs(task, config),
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
