@@ -265,7 +265,7 @@ class IMDBDataModule(TaskDataModule):
         val_fraction: float = 0.1,
         vocab_size: int = 50_000,
         min_freq: int = 1,
-        max_len: int = 400,
+        max_len: int = 1000,
         tokenizer: TokenizerName = "words",
         truncate: Side = "right",
         pad: Side = "right",
@@ -290,8 +290,13 @@ class IMDBDataModule(TaskDataModule):
 
     def split_file(self, split: str) -> Path:
         """``<data_dir>/<split>.tsv``, else ``<split>.tsv.gz``; a :class:`DataError` if neither exists."""
-        plain = self.data_dir / f"{split}.tsv"
-        return plain if plain.is_file() else self.require_file(f"{split}.tsv.gz")
+        for name in (f"{split}.tsv", f"{split}.tsv.gz"):
+            if (self.data_dir / name).is_file():
+                return self.data_dir / name
+        raise DataError(
+            self.data_dir / f"{split}.tsv",
+            f"file not found (expected '{split}.tsv' or '{split}.tsv.gz' in --data-dir {self.data_dir})",
+        )
 
     def prepare_data(self) -> None:
         self.split_file("train")

@@ -352,3 +352,9 @@ def test_cache_dir_flag_reaches_only_datamodules_that_take_it() -> None:
 
     assert accepts_argument(get_task("imdb").datamodule, "cache_dir")
     assert not accepts_argument(get_task("titanic").datamodule, "cache_dir")
+
+
+def test_missing_split_file_is_named(tmp_path: Path) -> None:
+    write_tsv(tmp_path / "train.tsv", synthetic_reviews(10, seed=1))
+    with pytest.raises(DataError, match=r"test\.tsv: file not found \(expected 'test\.tsv' or 'test\.tsv\.gz'"):
+        IMDBDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache").prepare_data()
