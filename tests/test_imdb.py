@@ -307,7 +307,7 @@ def test_cli_trains_logs_and_reloads_in_fresh_process(tiny_data: Path, tmp_path:
 
 
 def test_cli_tutorial_variant_runs(tiny_data: Path, tmp_path: Path, capsys) -> None:
-    best = _fit(tiny_data, tmp_path, "--model", "tutorial", "--max-epochs", "1", "--limit-train-batches", "4")
+    best = _fit(tiny_data, tmp_path, "--model", "tutorial", "--max-epochs", "1")
     assert "test/acc" in capsys.readouterr().out
     module = IMDBModule.load_from_checkpoint(best)
     assert module.hparams.net == "tutorial_cnn" and module.preprocessing["truncate"] == "left"
