@@ -1,6 +1,8 @@
 """IMDB benchmarks: default model speed/accuracy, token-cache effect, the tutorial's model on this pipeline.
 
-``PYTHONPATH=. python -m benchmarks.imdb`` (add ``--quick`` for a smoke run) prints a markdown table:
+``PYTHONPATH=. python -m benchmarks.imdb`` (add ``--quick`` for a smoke run) prints a markdown table.
+On a CPU shared with other jobs, compare ``--threads 1`` and ``--threads 2``: oversubscribed
+intra-op threads can make training several times slower.
 
 * (a) the registry's default variant trained with its defaults: ``fit()`` wall time
   (cached data load + training + validation + test of the best checkpoint) and test metrics;
@@ -21,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from lightning_app.registry import get_task
 from lightning_app.training import FitConfig, fit
@@ -128,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tutorial-repeats", type=int, default=1, help="repeats of (c), 20 epochs each (default 1)")
     parser.add_argument("--skip-tutorial", action="store_true", help="leave out (c), the slowest part")
     parser.add_argument("--cache-dir", default=None, help="warm cache for (a) (default: a temporary folder)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"torch intra-op threads: {torch.get_num_threads()}")
 
     repeats = 1 if args.quick else args.repeats
     quick = {"max_epochs": 1, "limit_train_batches": 20, "limit_val_batches": 5}  # test: full, ordered by label
