@@ -1,1 +1,1 @@
-"""Benchmarks: accuracy and speed measurements that are too slow for the test suite."""
+"""Benchmarks: accuracy and speed measurements too slow for the test suite; run as ``python -m benchmarks.<name>``."""

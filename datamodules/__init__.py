@@ -3,12 +3,14 @@
 from datamodules.base import PACKAGED_DATA_DIR, TaskDataModule
 from datamodules.covid import Covid19DataModule
 from datamodules.errors import DataError
+from datamodules.imdb import IMDBDataModule
 from datamodules.titanic import TitanicDataModule
 
 __all__ = [
     "PACKAGED_DATA_DIR",
     "Covid19DataModule",
     "DataError",
+    "IMDBDataModule",
     "TaskDataModule",
     "TitanicDataModule",
 ]

@@ -16,6 +16,7 @@ import torch
 
 from datamodules.base import read_csv_rows
 from datamodules.covid import daily_differences
+from datamodules.errors import DataError
 from datamodules.titanic import INPUT_COLUMNS, parse_passenger
 from lightning_app.errors import UsageError
 
@@ -63,6 +64,35 @@ def predict_titanic(module, request: PredictRequest) -> Prediction:
     added = ["survival_probability", "survived_predicted"]
     shown = [column for column in ("PassengerId", "Name") if column in input_columns]
     return Prediction(records, [*shown, *added], [*input_columns, *added])
+
+
+def _read_lines(path: Path) -> list[str]:
+    """One input per line; split on ``\\n`` only (reviews may hold other Unicode line breaks)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError(path, f"not UTF-8 text ({err.reason})", line=line) from None
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise DataError(path, "file is empty (expected one input per line)")
+    return lines
+
+
+def predict_imdb(module, request: PredictRequest) -> Prediction:
+    """Score review strings given as arguments and/or one per line of ``--input-file``."""
+    texts = list(request.inputs) + (_read_lines(request.input_file) if request.input_file else [])
+    if not texts:
+        raise UsageError("give review texts as arguments or --input-file FILE (one review per line)")
+    records = [
+        {"text": text, "label": score["label"], "probability": score["probability"]}
+        for text, score in zip(texts, module.predict_raw(texts), strict=True)
+    ]
+    for record in records:
+        record["review"] = record["text"] if len(record["text"]) <= 60 else record["text"][:57] + "..."
+    return Prediction(records, ["review", "label", "probability"], ["text", "label", "probability"])
 
 
 def predict_covid19(module, request: PredictRequest) -> Prediction:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from datamodules import Covid19DataModule, TaskDataModule, TitanicDataModule
-from lightning_app.models import Covid19Module, TaskModule, TitanicModule
-from lightning_app.predictors import Prediction, PredictRequest, predict_covid19, predict_titanic
+from datamodules import Covid19DataModule, IMDBDataModule, TaskDataModule, TitanicDataModule
+from lightning_app.models import Covid19Module, IMDBModule, TaskModule, TitanicModule
+from lightning_app.predictors import Prediction, PredictRequest, predict_covid19, predict_imdb, predict_titanic
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,37 @@ TASKS: dict[str, Task] = {
                     batch_size=38,
                     lr=0.1,
                     module_kwargs={"net": "tutorial", "num_layers": 5},
+                ),
+            },
+        ),
+        Task(
+            name="imdb",
+            description="IMDB movie-review sentiment from raw text (aclImdb, binary; any labels with --data-dir)",
+            datamodule=IMDBDataModule,
+            module=IMDBModule,
+            predictor=predict_imdb,
+            variants={
+                "default": Variant(
+                    "fastText-style mean of word + hashed-bigram embeddings, linear head, Adagrad",
+                    max_epochs=3,
+                    batch_size=64,
+                    lr=0.1,
+                    module_kwargs={"net": "bigram_bag", "embed_dim": 16, "bigram_buckets": 1 << 18},
+                    datamodule_kwargs={"tokenizer": "words", "vocab_size": 50_000, "max_len": 1000},
+                ),
+                "tutorial": Variant(
+                    "the tutorial's Conv1d CNN on its tokenizer, 10,000 words, last 200 tokens left-padded, Adagrad",
+                    max_epochs=20,
+                    batch_size=20,
+                    lr=0.02,
+                    module_kwargs={"net": "tutorial_cnn"},
+                    datamodule_kwargs={
+                        "tokenizer": "tutorial",
+                        "vocab_size": 10_000,
+                        "max_len": 200,
+                        "truncate": "left",
+                        "pad": "left",
+                    },
                 ),
             },
         ),

@@ -7,6 +7,7 @@ it returns the metrics so tests and notebooks can call it directly.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +39,7 @@ class FitConfig:
     lr: float | None = None
     seed: int = 42
     data_dir: str | None = None
+    cache_dir: str | None = None
     log_dir: str = "runs"
     num_workers: int = 0
     precision: str = "32-true"
@@ -132,6 +134,11 @@ def _to_float(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
+def accepts_argument(cls: type, name: str) -> bool:
+    """Whether ``cls(...)`` takes a keyword argument ``name``."""
+    return name in inspect.signature(cls.__init__).parameters
+
+
 def build_trainer(
     config: FitConfig, logger: TensorBoardLogger | bool, callbacks: list[pl.Callback], log_every_n_steps: int
 ) -> pl.Trainer:
@@ -179,11 +186,14 @@ def resolve_config(config: FitConfig) -> tuple[Task, Variant, FitConfig]:
 def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
     """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
     task, variant, config = resolve_config(config)
+    # Only DataModules that cache preprocessed data take a cache folder.
+    cache_kwargs = {"cache_dir": config.cache_dir} if accepts_argument(task.datamodule, "cache_dir") else {}
     datamodule = task.datamodule(
         data_dir=config.data_dir,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         seed=config.seed,
+        **cache_kwargs,
         **variant.datamodule_kwargs,
     )
     datamodule.prepare_data()

@@ -12,6 +12,11 @@ HARMLESS_WARNINGS: list[tuple[str, type[Warning], str]] = [
         "raised inside pytorch_lightning's own pytree helper on newer torch; nothing for users to change",
     ),
     (
+        r"Sparse invariant checks are implicitly disabled",
+        UserWarning,
+        "Adagrad on the IMDB bag's sparse embedding gradients; EmbeddingBag produces valid sparse tensors",
+    ),
+    (
         r"The '\w+_dataloader' does not have many workers",
         UserWarning,
         "the DataModules serve in-memory tensors, where worker processes only add start-up time",

@@ -2,6 +2,7 @@
 
 from lightning_app.models.base import TaskModule
 from lightning_app.models.covid import Covid19Module
+from lightning_app.models.imdb import IMDBModule
 from lightning_app.models.titanic import TitanicModule
 
-__all__ = ["Covid19Module", "TaskModule", "TitanicModule"]
+__all__ = ["Covid19Module", "IMDBModule", "TaskModule", "TitanicModule"]

@@ -1,0 +1,363 @@
+"""IMDB text task: tokenizers, vocabulary, encoding, reading errors, token cache, models, CLI and reload."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules import DataError, IMDBDataModule
+from datamodules.base import PACKAGED_DATA_DIR
+from datamodules.imdb import (
+    PAD_ID,
+    TOKENIZERS,
+    UNK_ID,
+    build_vocabulary,
+    encode,
+    encode_texts,
+    read_labeled_texts,
+    tutorial_tokenize,
+    vocabulary_index,
+    words_tokenize,
+)
+from lightning_app.cli import run_cli
+from lightning_app.fit import main as fit_main
+from lightning_app.models import IMDBModule
+from lightning_app.nets import BigramBagNet, TutorialTextCNN
+from lightning_app.nets.text import hashed_bigrams
+
+REPO = Path(__file__).resolve().parents[1]
+POSITIVE = ["great", "wonderful", "excellent", "moving", "superb"]
+NEGATIVE = ["awful", "boring", "terrible", "dull", "waste"]
+FILLER = ["the", "movie", "film", "plot", "actor", "scene", "was", "and", "a", "story"]
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]], header: str = "label\trating\tid\ttext") -> Path:
+    columns = header.split("\t")
+    lines = [header]
+    for i, (label, text) in enumerate(rows):
+        values = {"label": label, "rating": "5", "id": str(i), "text": text}
+        lines.append("\t".join(values.get(column, "x") for column in columns))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def synthetic_reviews(n: int, seed: int, labels: tuple[str, ...] = ("0", "1")) -> list[tuple[str, str]]:
+    """Separable reviews: label 0 uses negative words, label 1 positive ones, any third label both."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        cue = {"0": NEGATIVE, "1": POSITIVE}.get(label, NEGATIVE + POSITIVE if label == "mixed" else FILLER)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(5, 30))] + [rng.choice(cue) for _ in range(3)]
+        rng.shuffle(words)
+        rows.append((label, " ".join(words).capitalize() + ". <br /><br />A unique word" + f" w{seed}x{i}!"))
+    return rows
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tsv(data / "train.tsv", synthetic_reviews(200, seed=1))
+    write_tsv(data / "test.tsv", synthetic_reviews(80, seed=2))
+    return data
+
+
+# -- tokenizers, vocabulary, encoding ---------------------------------------------------
+
+
+def test_tutorial_tokenizer_lowercases_drops_breaks_and_punctuation() -> None:
+    assert tutorial_tokenize("This is<br />GREAT,  isn't it?!") == ["this", "is", "great", "isnt", "it"]
+
+
+def test_words_tokenizer_keeps_apostrophes_and_marks() -> None:
+    assert words_tokenize("Don't<br/><br />STOP!! Great-ish, naïve?") == [
+        "don't", "stop", "!", "!", "great", "ish", "naïve", "?",
+    ]  # fmt: skip
+    assert words_tokenize("") == []
+
+
+def test_vocabulary_reserves_pad_and_unk_and_orders_by_frequency() -> None:
+    docs = [["b", "a", "c", "a"], ["c", "a", "d", "<pad>", "<unk>"], ["e"]]
+    vocab = build_vocabulary(docs, max_size=5)
+    assert vocab[PAD_ID] == "<pad>" and vocab[UNK_ID] == "<unk>"
+    assert vocab == ["<pad>", "<unk>", "a", "c", "b"]  # a:3, c:2, then b/d/e tie at 1 -> alphabetical
+    assert build_vocabulary(docs, max_size=100, min_freq=2) == ["<pad>", "<unk>", "a", "c"]
+    with pytest.raises(ValueError):
+        build_vocabulary(docs, max_size=1)
+
+
+def test_encode_unknown_words_truncation_and_padding_sides() -> None:
+    index = vocabulary_index(["<pad>", "<unk>", "a", "b", "c"])
+    assert encode(["a", "zzz", "c"], index, 5) == [2, UNK_ID, 4, PAD_ID, PAD_ID]
+    assert encode(["a", "b"], index, 4, pad="left") == [PAD_ID, PAD_ID, 2, 3]
+    assert encode(["a", "b", "c"], index, 2) == [2, 3]  # truncate="right": keep the first tokens
+    assert encode(["a", "b", "c"], index, 2, truncate="left") == [3, 4]  # keep the last (the tutorial)
+    assert encode(["<pad>", "<unk>"], index, 2) == [UNK_ID, UNK_ID]  # literal reserved names are unknown words
+    assert encode([], index, 3) == [PAD_ID] * 3
+
+
+def test_encode_texts_accepts_empty_review() -> None:
+    vocab = ["<pad>", "<unk>", "good"]
+    state = {"tokenizer": "words", "vocabulary": vocab, "max_len": 4, "truncate": "right", "pad": "right"}
+    ids = encode_texts(["", "Good, GOOD film"], state)
+    assert ids.dtype == torch.int32
+    assert ids.tolist() == [[0, 0, 0, 0], [2, 2, 1, 0]]
+
+
+# -- reading files ----------------------------------------------------------------------
+
+
+def test_bundled_files_keep_rows_with_nel_characters() -> None:
+    labels, texts, _ = read_labeled_texts(PACKAGED_DATA_DIR / "imdb" / "train.tsv.gz")
+    assert len(labels) == 24_996 and set(labels) == {"0", "1"}
+    assert any("\x85" in text for text in texts)
+
+
+def test_undecodable_bytes_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"label\ttext\n1\tfine\n0\tbad \xff byte\n")
+    with pytest.raises(DataError, match=r"train\.tsv:3: not UTF-8") as err:
+        read_labeled_texts(path)
+    assert err.value.line == 3
+
+
+def test_gzip_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "train.tsv.gz"
+    path.write_bytes(gzip.compress(b'label\ttext\n1\t"Quoted" start\n'))
+    assert read_labeled_texts(path) == (["1"], ['"Quoted" start'], [2])
+
+
+def test_missing_label_column_names_file(tmp_path: Path) -> None:
+    path = write_tsv(tmp_path / "train.tsv", [("1", "ok")], header="rating\tid\ttext")
+    with pytest.raises(DataError, match=r"train\.tsv:1: missing column\(s\) \['label'\]"):
+        read_labeled_texts(path)
+
+
+def test_wrong_field_count_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.tsv"
+    path.write_text("label\ttext\n1\tok\n0\ttoo\tmany\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.tsv:3: expected 2 tab-separated fields, found 3"):
+        read_labeled_texts(path)
+
+
+def test_unknown_test_label_names_file_and_line(tmp_path: Path) -> None:
+    write_tsv(tmp_path / "train.tsv", synthetic_reviews(20, seed=1))
+    write_tsv(tmp_path / "test.tsv", [("1", "good"), ("0", "bad"), ("2", "what")])
+    dm = IMDBDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match=r"test\.tsv:4: unknown label '2'"):
+        dm.setup("fit")
+
+
+# -- DataModule -------------------------------------------------------------------------
+
+
+def test_datamodule_vocabulary_from_train_part_only(tiny_data: Path, tmp_path: Path) -> None:
+    dm = IMDBDataModule(data_dir=tiny_data, cache_dir=tmp_path / "cache", batch_size=16, max_len=48, val_fraction=0.25)
+    dm.setup("fit")
+    train_ids, _ = dm.train_set.tensors
+    val_ids, _ = dm.val_set.tensors
+    assert len(train_ids) == 150 and len(val_ids) == 50 and len(dm.test_set) == 80
+    vocab = dm.preprocessing_state()["vocabulary"]
+    # every review ends in a word of its own: train's are in the vocabulary, validation's are not
+    unique_words = [word for word in vocab if word.startswith("w1x")]
+    assert len(unique_words) == 150
+    assert (val_ids == UNK_ID).sum(dim=1).min() >= 1
+    assert dm.model_kwargs() == {"vocab_size": len(vocab), "num_classes": 2, "max_len": 48}
+    assert dm.preprocessing_state()["class_names"] == ["negative", "positive"]
+    json.dumps(dm.preprocessing_state())
+    token_ids, labels = next(iter(dm.train_dataloader()))
+    assert token_ids.shape == (16, 48) and token_ids.dtype == torch.int32 and labels.dtype == torch.int64
+    assert len(dm.val_examples) == 8 and all(isinstance(text, str) for text, _ in dm.val_examples)
+    first = dm.train_set
+    dm.setup("test")  # a second setup keeps the same splits
+    assert dm.train_set is first
+
+
+def test_token_cache_is_reused_and_invalidated(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    first = IMDBDataModule(data_dir=tiny_data, cache_dir=cache, max_len=32)
+    first.setup("fit")
+    assert first.cache_reused is False
+
+    def no_tokenising(text: str) -> list[str]:
+        raise AssertionError("a cached run must not tokenise")
+
+    monkeypatch.setitem(TOKENIZERS, "words", no_tokenising)
+    second = IMDBDataModule(data_dir=tiny_data, cache_dir=cache, max_len=32)
+    second.setup("fit")
+    assert second.cache_reused is True
+    assert torch.equal(first.train_set.tensors[0], second.train_set.tensors[0])
+    assert first.preprocessing_state() == second.preprocessing_state()
+    assert second.val_examples == first.val_examples
+    monkeypatch.undo()
+
+    other_settings = IMDBDataModule(data_dir=tiny_data, cache_dir=cache, max_len=16)
+    other_settings.setup("fit")
+    assert other_settings.cache_reused is False
+    other_tokenizer = IMDBDataModule(data_dir=tiny_data, cache_dir=cache, max_len=32, tokenizer="tutorial")
+    other_tokenizer.setup("fit")
+    assert other_tokenizer.cache_reused is False
+
+    write_tsv(tiny_data / "train.tsv", synthetic_reviews(200, seed=3))  # the data changed: rebuild
+    changed = IMDBDataModule(data_dir=tiny_data, cache_dir=cache, max_len=32)
+    changed.setup("fit")
+    assert changed.cache_reused is False
+    assert any(word.startswith("w3x") for word in changed.preprocessing_state()["vocabulary"])
+
+
+def test_multiclass_labels_are_sorted(tmp_path: Path) -> None:
+    labels = ("10", "2", "mixed")
+    write_tsv(tmp_path / "train.tsv", synthetic_reviews(30, seed=1, labels=labels))
+    write_tsv(tmp_path / "test.tsv", synthetic_reviews(9, seed=2, labels=labels))
+    dm = IMDBDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache")
+    dm.setup("fit")
+    state = dm.preprocessing_state()
+    assert state["label_values"] == ["10", "2", "mixed"]  # not all integers -> alphabetical
+    assert state["class_names"] == state["label_values"] and dm.model_kwargs()["num_classes"] == 3
+    write_tsv(tmp_path / "train.tsv", synthetic_reviews(30, seed=1, labels=("10", "2", "3")))
+    write_tsv(tmp_path / "test.tsv", synthetic_reviews(9, seed=2, labels=("10", "2", "3")))
+    dm = IMDBDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache")
+    dm.setup("fit")
+    assert dm.preprocessing_state()["label_values"] == ["2", "3", "10"]  # all integers -> numeric order
+
+
+# -- networks and module ------------------------------------------------------------------
+
+
+def test_tutorial_cnn_shapes() -> None:
+    net = TutorialTextCNN(vocab_size=10_000, max_len=200)
+    assert net.linear.in_features == 6144
+    assert net.embedding.padding_idx == PAD_ID
+    assert net(torch.randint(0, 10_000, (3, 200), dtype=torch.int32)).shape == (3, 1)
+
+
+def test_bigram_bag_hashing_and_empty_input() -> None:
+    ids = torch.tensor([[5, 7, 5, 7, 0, 0]])
+    bigrams = hashed_bigrams(ids, buckets=100, offset=50)
+    assert bigrams[0, 0] == bigrams[0, 2] != bigrams[0, 1]  # same pair -> same bucket
+    assert bigrams[0, 3:].tolist() == [PAD_ID, PAD_ID] and bigrams[0, :3].ge(50).all()
+    net = BigramBagNet(vocab_size=50, num_outputs=1, embed_dim=4, bigram_buckets=100)
+    empty = net(torch.zeros(2, 6, dtype=torch.int32))
+    assert torch.allclose(empty, net.head.bias.expand(2, 1))
+
+
+def test_module_multiclass_step_and_predict_raw() -> None:
+    state = {
+        "tokenizer": "words", "vocabulary": ["<pad>", "<unk>", "good", "bad"], "max_len": 6, "truncate": "right",
+        "pad": "right", "label_values": ["a", "b", "c"], "class_names": ["a", "b", "c"],
+    }  # fmt: skip
+    module = IMDBModule(vocab_size=4, num_classes=3, max_len=6, embed_dim=4, bigram_buckets=16, preprocessing=state)
+    out = module.shared_step((torch.tensor([[2, 3, 0, 0, 0, 0]]), torch.tensor([2])))
+    assert out["preds"].shape == (1, 3) and torch.allclose(out["preds"].sum(), torch.tensor(1.0))
+    results = module.predict_raw(["good", ""])
+    assert [set(r["probabilities"]) for r in results] == [{"a", "b", "c"}] * 2
+    assert module.training  # predict_raw restores the mode
+
+
+# -- CLI end to end and reload in a fresh process -----------------------------------------
+
+
+def _fit(data: Path, tmp_path: Path, *extra: str, capsys=None) -> Path:
+    argv = ["--task", "imdb", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--log-dir", str(tmp_path / "runs"), "--no-progress-bar", "--batch-size", "8", *extra]
+    assert run_cli(fit_main, argv) == 0
+    return next((tmp_path / "runs" / "imdb").glob("version_*/checkpoints/best-*.ckpt"))
+
+
+def test_cli_trains_logs_and_reloads_in_fresh_process(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    best = _fit(tiny_data, tmp_path, "--max-epochs", "3")
+    summary = capsys.readouterr().out
+    test_acc = float(summary.split("test/acc")[1].split()[0])
+    assert test_acc >= 0.9, summary
+    assert "test/auroc" in summary and "test/f1" in summary
+
+    events = b"".join(path.read_bytes() for path in best.parent.parent.glob("events.out.tfevents.*"))
+    assert b"val/examples" in events and b"val/pr_curve" in events
+
+    checkpoint = torch.load(best, weights_only=True, map_location="cpu")
+    assert checkpoint["preprocessing"]["vocabulary"][:2] == ["<pad>", "<unk>"]
+    in_process = IMDBModule.load_from_checkpoint(best).predict_raw(["A superb, moving film.", ""])
+
+    script = textwrap.dedent(
+        f"""
+        import json
+        from lightning_app.models import IMDBModule
+        model = IMDBModule.load_from_checkpoint({str(best)!r}, map_location="cpu")
+        print(json.dumps(model.predict_raw(["An awful, boring waste of time.", "A superb, moving film.", ""])))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    negative, positive, empty = json.loads(done.stdout.strip().splitlines()[-1])
+    assert negative["label"] == "negative" and positive["label"] == "positive"
+    assert positive["probability"] == pytest.approx(in_process[0]["probability"], abs=1e-6)
+    assert 0.0 <= empty["probability"] <= 1.0
+
+
+def test_cli_tutorial_variant_runs(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    best = _fit(tiny_data, tmp_path, "--model", "tutorial", "--max-epochs", "1")
+    assert "test/acc" in capsys.readouterr().out
+    module = IMDBModule.load_from_checkpoint(best)
+    assert module.hparams.net == "tutorial_cnn" and module.preprocessing["truncate"] == "left"
+    assert module.predict_raw([""])[0]["label"] in ("negative", "positive")
+
+
+@pytest.mark.filterwarnings(
+    "ignore:No positive samples in targets:UserWarning"
+)  # a class absent from the tiny val split
+def test_cli_multiclass_data_dir(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    labels = ("0", "1", "mixed")
+    write_tsv(data / "train.tsv", synthetic_reviews(90, seed=1, labels=labels))
+    write_tsv(data / "test.tsv", synthetic_reviews(30, seed=2, labels=labels))
+    best = _fit(data, tmp_path, "--max-epochs", "1")
+    summary = capsys.readouterr().out
+    assert "test/auroc" in summary and "test/f1" in summary
+    module = IMDBModule.load_from_checkpoint(best)
+    assert module.hparams.num_classes == 3
+    (result,) = module.predict_raw(["superb but boring"])
+    assert set(result["probabilities"]) == set(labels)
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_cli_reports_bad_data_with_file_and_line(tmp_path: Path, capsys) -> None:
+    write_tsv(tmp_path / "train.tsv", [("1", "ok")], header="rating\tid\ttext")
+    write_tsv(tmp_path / "test.tsv", [("1", "ok")])
+    argv = ["--task", "imdb", "--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    assert run_cli(fit_main, [*argv, "--log-dir", str(tmp_path / "runs")]) == 1
+    assert f"{tmp_path / 'train.tsv'}:1: missing column(s) ['label']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_reaches_target_accuracy_on_bundled_data(tmp_path: Path, capsys) -> None:
+    argv = ["--task", "imdb", "--cache-dir", str(tmp_path / "cache"), "--log-dir", str(tmp_path / "runs")]
+    assert run_cli(fit_main, [*argv, "--no-progress-bar"]) == 0
+    summary = capsys.readouterr().out
+    assert float(summary.split("test/acc")[1].split()[0]) >= 0.89, summary
+
+
+def test_cache_dir_flag_reaches_only_datamodules_that_take_it() -> None:
+    from lightning_app.registry import get_task
+    from lightning_app.training import accepts_argument
+
+    assert accepts_argument(get_task("imdb").datamodule, "cache_dir")
+    assert not accepts_argument(get_task("titanic").datamodule, "cache_dir")
+
+
+def test_missing_split_file_is_named(tmp_path: Path) -> None:
+    write_tsv(tmp_path / "train.tsv", synthetic_reviews(10, seed=1))
+    with pytest.raises(DataError, match=r"test\.tsv: file not found \(expected 'test\.tsv' or 'test\.tsv\.gz'"):
+        IMDBDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache").prepare_data()
