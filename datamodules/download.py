@@ -28,6 +28,7 @@ import os
 import pickle
 import posixpath
 import re
+import secrets
 import shutil
 import sys
 import tarfile
@@ -39,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datamodules.cache import atomic_write_bytes
 from datamodules.errors import DataError
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -78,6 +78,43 @@ class ChecksumMismatchError(DownloadError):
 
 class UnsafeArchiveError(DownloadError):
     """A tar member would be written outside the target folder, or is a link or device that could be."""
+
+
+# ---------------------------------------------------------------------------------------------- files
+# Temporary files and folders are created with the usual permissions (0o666/0o777 less the umask), unlike
+# tempfile's private 0o600/0o700, because they are renamed into place as the user's data.
+
+
+def _sibling_name(path: Path, kind: str) -> Path:
+    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
+
+
+def _create_temp_file(path: Path) -> tuple[int, Path]:
+    """An open, new, empty file beside ``path``: ``(fd, its path)``."""
+    temp = _sibling_name(path, "part")
+    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+
+
+def _create_staging_dir(path: Path) -> Path:
+    """A new, empty folder beside ``path``, to be renamed to ``path`` once complete."""
+    staging = _sibling_name(path, "partial")
+    staging.mkdir()
+    return staging
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = _create_temp_file(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -139,7 +176,7 @@ def download(
         return destination
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    fd, partial = _create_temp_file(destination)
     try:
         digest = _new_hash(algorithm)
         with os.fdopen(fd, "wb") as out:
@@ -157,9 +194,9 @@ def download(
         actual = digest.hexdigest()
         if actual != expected:
             raise ChecksumMismatchError(url, algorithm, expected, actual)
-        os.replace(tmp_name, destination)
+        os.replace(partial, destination)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
     return destination
 
@@ -244,7 +281,7 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
     if target.exists():
         raise FileExistsError(f"{target} already exists; remove it to extract {archive.name} again")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    staging = _create_staging_dir(target)
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = check_members(tar.getmembers(), archive)
@@ -258,7 +295,8 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
         raise UnsafeArchiveError(f"{archive}: refusing to extract: {err}") from err
     except (tarfile.TarError, EOFError) as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(f"{archive}: not a readable tar archive ({err}); delete it and download again") from err
+        reason = " ".join(str(err).split())
+        raise DownloadError(f"{archive}: not a readable tar archive ({reason}); delete it and download again") from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -328,7 +366,7 @@ def aclimdb_to_tsv(extracted_root: str | Path, out_dir: str | Path) -> tuple[Pat
     written = []
     for split in ("train", "test"):
         path = out_dir / f"{split}.tsv"
-        atomic_write_bytes(path, format_imdb_tsv(read_aclimdb_split(root / split)))
+        write_file_atomically(path, format_imdb_tsv(read_aclimdb_split(root / split)))
         written.append(path)
     return written[0], written[1]
 
@@ -453,7 +491,7 @@ def cifar10_to_imagefolder(
         raise ValueError(f"unknown CIFAR-10 class(es) {unknown}; choose from {label_names}")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+    staging = _create_staging_dir(out_dir)
     try:
         for split, batch_names in CIFAR10_SPLITS.items():
             counters = dict.fromkeys(wanted, 0)
@@ -577,7 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     digests = parser.add_mutually_exclusive_group()
     digests.add_argument("--sha256", default=None, metavar="HEX", help="expected SHA-256 (for a mirror's file)")
     digests.add_argument("--md5", default=None, metavar="HEX", help="expected MD5 (for a mirror's file)")
-    parser.add_argument("--no-progress-bar", dest="progress", action="store_false")
+    parser.add_argument(
+        "--no-progress-bar", dest="progress", action="store_false", help="do not draw the download progress bar"
+    )
     return parser
 
 
@@ -596,7 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=args.progress,
         )
     except (DownloadError, DataError, OSError, ValueError) as err:
-        print(f"{_PROG}: error: {err}", file=sys.stderr)
+        one_line = " ".join(str(err).split())  # some library messages (tarfile's) span several lines
+        print(f"{_PROG}: error: {one_line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted; nothing half-written was kept", file=sys.stderr)

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import pickle
+import stat
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -246,6 +247,10 @@ def test_imdb_download_and_conversion(http_root, tmp_path):
     test = (out / "test.tsv").read_bytes().decode("utf-8").split("\n")
     assert test == ["label\trating\tid\ttext", "0\t4\t1\tMeh ", "1\t8\t5\tFine \u2014 \u201cquoted\u201d", ""]
 
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "train.tsv").stat().st_mode) == 0o666 & ~umask  # not tempfile's private 0o600
+
     # Already converted: reused without the network (this URL would 404).
     assert prepare_full_dataset("imdb", data_dir, url=f"{base}/gone", progress=False) == out
 
@@ -292,6 +297,9 @@ def test_cifar2_download_and_conversion(http_root, tmp_path):
                     assert np.array_equal(np.asarray(png).transpose(2, 0, 1), image.reshape(3, 32, 32))
             total += len(expected)
     assert total > 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # not tempfile's private 0o700
 
 
 def test_cifar10_all_classes(tmp_path):
@@ -491,6 +499,7 @@ def test_cli_success(http_root, tmp_path, capsys):
         ("tampered", "checksum mismatch for http://127.0.0.1:"),
         ("unsafe", "refusing to extract member '../escape.txt'"),
         ("missing", "could not download http://127.0.0.1:"),
+        ("corrupt", "aclImdb_v1.tar.gz: not a readable tar archive ("),
     ],
 )
 def test_cli_errors_are_one_line(http_root, tmp_path, capsys, case, message):
@@ -498,7 +507,9 @@ def test_cli_errors_are_one_line(http_root, tmp_path, capsys, case, message):
     unsafe = tar_gz({"../escape.txt": b"x"})
     (served / "unsafe.tar.gz").write_bytes(unsafe)
     (served / "tampered.tar.gz").write_bytes(b"not the archive")
-    digest = {"tampered": sha256(b"the archive"), "unsafe": sha256(unsafe), "missing": "0" * 64}[case]
+    (served / "corrupt.tar.gz").write_bytes(b"not a tar file")
+    digests = {"tampered": sha256(b"the archive"), "unsafe": sha256(unsafe), "corrupt": sha256(b"not a tar file")}
+    digest = digests.get(case, "0" * 64)
 
     code = main(
         [
