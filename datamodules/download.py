@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from datamodules.errors import DataError
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -230,10 +232,12 @@ def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "arc
 
     Refused: absolute names, ``..`` components, members placed beneath one of the
     archive's symlinks, symlinks or hard links whose target is absolute or leads
-    outside the target folder, and device files or FIFOs.
+    outside the target folder, hard links to anything but an earlier regular
+    file of the archive, and device files or FIFOs.
     """
     members = list(members)
     symlinks = {posixpath.normpath(m.name.lstrip("/")) for m in members if m.issym()}
+    earlier_files: set[str] = set()
     for member in members:
         name = member.name
 
@@ -257,9 +261,13 @@ def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "arc
                 raise refuse(f"{kind} to absolute or empty path '{member.linkname}'")
             base = parents if member.issym() else []  # hard link targets are relative to the archive root
             try:
-                _resolve_inside(base, member.linkname, symlinks)
+                resolved = _resolve_inside(base, member.linkname, symlinks)
             except ValueError as err:
                 raise refuse(f"{kind} to '{member.linkname}': {err}") from None
+            if member.islnk() and resolved not in earlier_files:
+                raise refuse(f"hard link to '{member.linkname}', which is not an earlier file of the archive")
+        if member.isreg():
+            earlier_files.add(normalised)
     return members
 
 
@@ -274,7 +282,7 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
 
     Raises:
         UnsafeArchiveError: a member is unsafe (names it).
-        DownloadError: ``archive`` is not a readable tar file.
+        DownloadError: ``archive`` is not a readable tar file, or writing a member failed.
         FileExistsError: ``target`` already exists.
     """
     archive, target = Path(archive), Path(target)
@@ -297,6 +305,9 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         reason = " ".join(str(err).split())
         raise DownloadError(f"{archive}: not a readable tar archive ({reason}); delete it and download again") from err
+    except OSError as err:  # e.g. a member whose parent is a file, or a full disk
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DownloadError(f"{archive}: extraction failed, nothing was kept ({err})") from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -580,20 +591,23 @@ def prepare_full_dataset(
     spec = FULL_DATASETS[task]
     data_dir = Path(data_dir)
     out_dir = data_dir / spec.output_name
-    if spec.is_complete(out_dir):
-        return out_dir
-    archive = download(
-        url or spec.url,
-        data_dir / spec.archive_name,
-        digest or spec.digest,
-        algorithm=algorithm or spec.algorithm,
-        progress=progress,
-    )
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{spec.output_name}.extract-") as work:
-        extracted = safe_extract(archive, Path(work) / "archive")
-        spec.convert(extracted, out_dir)
-    if not keep_archive:
-        archive.unlink()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Several processes (one per GPU, say) may ask at once: one prepares, the others wait and reuse its result.
+    with FileLock(str(data_dir / f".{spec.output_name}.lock")):
+        if spec.is_complete(out_dir):
+            return out_dir
+        archive = download(
+            url or spec.url,
+            data_dir / spec.archive_name,
+            digest or spec.digest,
+            algorithm=algorithm or spec.algorithm,
+            progress=progress,
+        )
+        with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{spec.output_name}.extract-") as work:
+            extracted = safe_extract(archive, Path(work) / "archive")
+            spec.convert(extracted, out_dir)
+        if not keep_archive:
+            archive.unlink()
     return out_dir
 
 

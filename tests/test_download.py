@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -9,6 +10,7 @@ import os
 import pickle
 import stat
 import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from datamodules.download import (
@@ -49,8 +53,17 @@ REVIEWS = [
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
+    requested: list[str]  # paths asked for, set per server by the fixture
+
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
         pass
+
+    def do_GET(self) -> None:
+        self.requested.append(self.path)
+        super().do_GET()
+
+
+requested: list[str] = []
 
 
 class _JoiningServer(ThreadingHTTPServer):
@@ -59,13 +72,18 @@ class _JoiningServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def http_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
-    """A folder served over HTTP on 127.0.0.1 for the duration of one test: ``(folder, base_url)``."""
+    """A folder served over HTTP on 127.0.0.1 for the duration of one test: ``(folder, base_url)``.
+
+    The requested paths are in ``requested`` (the fixture's module-level list) while it runs.
+    """
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     served = tmp_path / "served"
     served.mkdir()
-    server = _JoiningServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
+    requested.clear()
+    handler = type("Handler", (_QuietHandler,), {"requested": requested})
+    server = _JoiningServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
     thread = threading.Thread(
         target=functools.partial(server.serve_forever, poll_interval=0.02), name="test-http-server", daemon=True
     )
@@ -234,7 +252,8 @@ def test_imdb_download_and_conversion(http_root, tmp_path):
     )
 
     assert out == data_dir / "imdb"
-    assert listing(data_dir) == {"imdb", "imdb/train.tsv", "imdb/test.tsv"}  # archive and extraction removed
+    # The archive and the extracted tree are gone; the lock file stays (filelock never deletes it on POSIX).
+    assert listing(data_dir) - {".imdb.lock"} == {"imdb", "imdb/train.tsv", "imdb/test.tsv"}
     train = (out / "train.tsv").read_bytes().decode("utf-8").split("\n")
     assert train == [
         "label\trating\tid\ttext",
@@ -283,7 +302,7 @@ def test_cifar2_download_and_conversion(http_root, tmp_path):
 
     assert out == data_dir / "cifar2"
     assert (data_dir / "cifar-10-python.tar.gz").read_bytes() == archive
-    assert {p.name for p in data_dir.iterdir()} == {"cifar2", "cifar-10-python.tar.gz"}
+    assert {p.name for p in data_dir.iterdir()} - {".cifar2.lock"} == {"cifar2", "cifar-10-python.tar.gz"}
     total = 0
     for split in ("train", "test"):
         assert sorted(p.name for p in (out / split).iterdir()) == ["airplane", "automobile"]
@@ -300,6 +319,32 @@ def test_cifar2_download_and_conversion(http_root, tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # not tempfile's private 0o700
+
+
+def test_concurrent_preparations_download_once(http_root, tmp_path):
+    served, base = http_root
+    archive, _ = cifar_archive()
+    (served / "c.tar.gz").write_bytes(archive)
+    md5 = hashlib.md5(archive, usedforsecurity=False).hexdigest()
+    results: list[Path | BaseException] = []
+
+    def prepare() -> None:
+        try:
+            results.append(
+                prepare_full_dataset(
+                    "cifar2", tmp_path / "full", url=f"{base}/c.tar.gz", digest=md5, algorithm="md5", progress=False
+                )
+            )
+        except BaseException as err:
+            results.append(err)
+
+    workers = [threading.Thread(target=prepare) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert results == [tmp_path / "full" / "cifar2"] * 3
+    assert requested == ["/c.tar.gz"]
 
 
 def test_cifar10_all_classes(tmp_path):
@@ -358,6 +403,11 @@ UNSAFE_ARCHIVES = {
         "written through the archive's symlink 'data/dir'",
     ),
     "device": (lambda out: [_device("data/null")], "data/null", "device files"),
+    "hardlink-to-nothing": (
+        lambda out: [_link("data/hard", "data/later.txt", tarfile.LNKTYPE), _file("data/later.txt")],
+        "data/hard",
+        "not an earlier file of the archive",
+    ),
 }
 
 
@@ -530,3 +580,43 @@ def test_cli_errors_are_one_line(http_root, tmp_path, capsys, case, message):
     assert captured.err.count("\n") == 1 and captured.err.startswith("python -m datamodules.download: error: ")
     assert message in captured.err
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "d" / "imdb").exists()
+
+
+# ---------------------------------------------------------------------------------------------- extraction, fuzzed
+
+path_part = st.sampled_from(["a", "b", ".", "..", "", "l"])
+member_path = st.lists(path_part, min_size=1, max_size=4).map("/".join)
+member_kind = st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo"])
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None)
+@given(specs=st.lists(st.tuples(member_kind, member_path, member_path, st.booleans()), min_size=1, max_size=6))
+@example(specs=[("file", "a", "", False), ("file", "a/b", "", False)])  # a file where a folder must go
+@example(specs=[("hardlink", "a", "a", False)])  # a hard link to itself
+def test_extraction_never_writes_outside_the_target(specs):
+    """Random trees of files, folders and links: either refused, or everything lands (and resolves) inside."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        target_parent = root.joinpath(*["d"] * 12)  # deep enough that ".." chains stay inside the scratch folder
+        target_parent.mkdir(parents=True)
+        members = []
+        for kind, name, link, absolute in specs:
+            info = tarfile.TarInfo(name)
+            info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}.get(
+                kind, tarfile.LNKTYPE if kind == "hardlink" else tarfile.FIFOTYPE
+            )
+            info.linkname = f"{root}/outside/{link}" if absolute else link
+            members.append(info)
+        contents = {info.name: b"x" for info in members if info.isreg()}
+        archive = root / "archive.tar.gz"
+        archive.write_bytes(tar_gz_with(members, contents))
+        before = listing(root)
+        target = target_parent / "target"
+
+        with contextlib.suppress(DownloadError):  # refused, or failed without keeping anything
+            safe_extract(archive, target)
+
+        assert listing(root) - before <= {str(p.relative_to(root)) for p in [target, *target.rglob("*")]}
+        real_target = os.path.realpath(target)
+        for path in target.rglob("*"):
+            assert os.path.realpath(path).startswith(real_target + os.sep)

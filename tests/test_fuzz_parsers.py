@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -40,7 +41,10 @@ from datamodules.titanic import (
     tutorial_features,
 )
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Examples per property: enough to find the bugs listed at the end in a few seconds. For a deeper search:
+#: FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz_parsers.py tests/test_download.py
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TITANIC_HEADER = ["PassengerId", LABEL_COLUMN, *INPUT_COLUMNS, "Ticket"]
 COVID_HEADER = [DATE_COLUMN, *COUNT_COLUMNS]
 
