@@ -35,6 +35,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,10 +234,12 @@ def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "arc
     Refused: absolute names, ``..`` components, members placed beneath one of the
     archive's symlinks, symlinks or hard links whose target is absolute or leads
     outside the target folder, hard links to anything but an earlier regular
-    file of the archive, and device files or FIFOs.
+    file of the archive, links sharing their name with another member, anything
+    but a folder named ``.``, and device files or FIFOs.
     """
     members = list(members)
     symlinks = {posixpath.normpath(m.name.lstrip("/")) for m in members if m.issym()}
+    name_counts = Counter(posixpath.normpath(m.name.lstrip("/")) for m in members)
     earlier_files: set[str] = set()
     for member in members:
         name = member.name
@@ -249,6 +252,8 @@ def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "arc
         if ".." in name.replace("\\", "/").split("/"):
             raise refuse("'..' in its path")
         normalised = posixpath.normpath(name)
+        if normalised == "." and not member.isdir():
+            raise refuse("it would replace the target folder itself")
         parents = normalised.split("/")[:-1]
         for depth in range(1, len(parents) + 1):
             if "/".join(parents[:depth]) in symlinks:
@@ -257,6 +262,9 @@ def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "arc
             raise refuse("device files and FIFOs are not data")
         if member.issym() or member.islnk():
             kind = "symlink" if member.issym() else "hard link"
+            if name_counts[normalised] > 1:
+                # tarfile falls back to copying the link's target when it cannot create the link, which can recurse.
+                raise refuse(f"{kind} shares its name with another member")
             if member.linkname.startswith("/") or not member.linkname:
                 raise refuse(f"{kind} to absolute or empty path '{member.linkname}'")
             base = parents if member.issym() else []  # hard link targets are relative to the archive root

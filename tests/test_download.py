@@ -373,6 +373,12 @@ def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarI
     return info
 
 
+def _folder(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
 def _device(name: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = tarfile.CHRTYPE
@@ -403,6 +409,12 @@ UNSAFE_ARCHIVES = {
         "written through the archive's symlink 'data/dir'",
     ),
     "device": (lambda out: [_device("data/null")], "data/null", "device files"),
+    "link-as-root": (lambda out: [_link(".", "data")], ".", "replace the target folder itself"),
+    "link-over-folder": (
+        lambda out: [_folder("data/sub"), _link("data/sub", ".")],
+        "data/sub",
+        "shares its name with another member",
+    ),
     "hardlink-to-nothing": (
         lambda out: [_link("data/hard", "data/later.txt", tarfile.LNKTYPE), _file("data/later.txt")],
         "data/hard",
@@ -593,6 +605,8 @@ member_kind = st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo"])
 @given(specs=st.lists(st.tuples(member_kind, member_path, member_path, st.booleans()), min_size=1, max_size=6))
 @example(specs=[("file", "a", "", False), ("file", "a/b", "", False)])  # a file where a folder must go
 @example(specs=[("hardlink", "a", "a", False)])  # a hard link to itself
+@example(specs=[("symlink", ".", "", False)])  # a link replacing the target folder (tarfile recursed forever)
+@example(specs=[("symlink", "a/a", "..", False)])  # a link to the target folder itself is fine
 def test_extraction_never_writes_outside_the_target(specs):
     """Random trees of files, folders and links: either refused, or everything lands (and resolves) inside."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -619,4 +633,4 @@ def test_extraction_never_writes_outside_the_target(specs):
         assert listing(root) - before <= {str(p.relative_to(root)) for p in [target, *target.rglob("*")]}
         real_target = os.path.realpath(target)
         for path in target.rglob("*"):
-            assert os.path.realpath(path).startswith(real_target + os.sep)
+            assert os.path.commonpath([os.path.realpath(path), real_target]) == real_target
