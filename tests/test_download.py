@@ -507,7 +507,8 @@ def test_crafted_pickle_runs_no_code(tmp_path, attack):
 def test_the_crafted_pickle_would_create_the_file(tmp_path):
     # Shows the attack above is real: plain pickle.loads runs it.
     marker = tmp_path / "pwned"
-    pickle.loads(pickle.dumps(_attacks(marker)["builtins.open"]))
+    opened = pickle.loads(pickle.dumps(_attacks(marker)["builtins.open"]))
+    opened.close()
     assert marker.exists()
 
 
