@@ -52,18 +52,17 @@ REVIEWS = [
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    requested: list[str]  # paths asked for, set per server by the fixture
+#: Paths the test server was asked for; each use of the http_root fixture starts it empty.
+requested: list[str] = []
 
+
+class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
         pass
 
     def do_GET(self) -> None:
-        self.requested.append(self.path)
+        requested.append(self.path)
         super().do_GET()
-
-
-requested: list[str] = []
 
 
 class _JoiningServer(ThreadingHTTPServer):
@@ -72,18 +71,14 @@ class _JoiningServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def http_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
-    """A folder served over HTTP on 127.0.0.1 for the duration of one test: ``(folder, base_url)``.
-
-    The requested paths are in ``requested`` (the fixture's module-level list) while it runs.
-    """
+    """A folder served over HTTP on 127.0.0.1 for the duration of one test: ``(folder, base_url)``."""
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     served = tmp_path / "served"
     served.mkdir()
     requested.clear()
-    handler = type("Handler", (_QuietHandler,), {"requested": requested})
-    server = _JoiningServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
+    server = _JoiningServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served)))
     thread = threading.Thread(
         target=functools.partial(server.serve_forever, poll_interval=0.02), name="test-http-server", daemon=True
     )
