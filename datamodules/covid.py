@@ -20,6 +20,17 @@ from datamodules.errors import DataError
 
 DATE_COLUMN = "date"
 COUNT_COLUMNS = ["confirmed_num", "cured_num", "dead_num"]
+#: Largest cumulative count accepted: far above any real count, far below float32's limit.
+MAX_COUNT = 1e12
+
+
+def _parse_count(path: Path, line: int, column: str, value: str) -> float:
+    count = parse_float(path, line, column, value)
+    if not 0 <= count <= MAX_COUNT:
+        raise DataError(
+            path, f"column '{column}' must be a count between 0 and {MAX_COUNT:g}, got {value!r}", line=line
+        )
+    return count
 
 
 def read_cumulative_counts(path: str | Path) -> tuple[list[str], torch.Tensor]:
@@ -29,7 +40,7 @@ def read_cumulative_counts(path: str | Path) -> tuple[list[str], torch.Tensor]:
         raise DataError(path, "file not found")
     rows = read_csv_rows(path, [DATE_COLUMN, *COUNT_COLUMNS], delimiter="\t")
     dates = [row[DATE_COLUMN].strip() for _, row in rows]
-    values = [[parse_float(path, line, column, row[column]) for column in COUNT_COLUMNS] for line, row in rows]
+    values = [[_parse_count(path, line, column, row[column]) for column in COUNT_COLUMNS] for line, row in rows]
     if sorted(dates) != dates or len(set(dates)) != len(dates):
         raise DataError(path, "dates must be unique and in increasing order")
     return dates, torch.tensor(values, dtype=torch.float32)
@@ -90,14 +101,15 @@ class Covid19DataModule(TaskDataModule):
         path = self.require_file(self.file_name)
         dates, cumulative = read_cumulative_counts(path)
         window, test_days, val_days = self.hparams.window, self.hparams.test_days, self.hparams.val_days
-        inputs, targets = make_windows(daily_differences(cumulative), window)
-        n_train = len(targets) - test_days - val_days
+        n_windows = max(len(dates) - 1 - window, 0)  # what make_windows gives for len(dates) - 1 increments
+        n_train = n_windows - test_days - val_days
         if n_train < 1:
             raise DataError(
                 path,
-                f"{len(dates)} days give {len(targets)} windows of {window} days: too few for "
+                f"{len(dates)} days give {n_windows} windows of {window} days: too few for "
                 f"{val_days} validation and {test_days} test days",
             )
+        inputs, targets = make_windows(daily_differences(cumulative), window)
         self.dates, self.cumulative = dates, cumulative
         n_val_end = n_train + val_days
         self.train_set = TensorDataset(inputs[:n_train], targets[:n_train])

@@ -67,6 +67,17 @@ class Passenger:
         return title if title in TITLES else "Rare"
 
 
+#: Accepted range of each numeric column: wide enough for any real passenger (the data's largest are
+#: Age 80, SibSp 8, Parch 6, Fare 512.33), narrow enough that every feature stays a finite float32.
+VALUE_RANGES: dict[str, tuple[float, float]] = {"Age": (0, 150), "SibSp": (0, 100), "Parch": (0, 100), "Fare": (0, 1e5)}
+
+
+def _check_range(path: Path, line: int, column: str, number: float | None) -> None:
+    low, high = VALUE_RANGES[column]
+    if number is not None and not low <= number <= high:
+        raise DataError(path, f"column '{column}' must be between {low:g} and {high:g}, got {number:g}", line=line)
+
+
 def _parse_int(path: Path, line: int, column: str, value: str) -> int:
     number = parse_float(path, line, column, value)
     if number is None or number != int(number):
@@ -90,14 +101,22 @@ def parse_passenger(path: Path, line: int, row: dict[str, str], with_label: bool
         survived = _parse_int(path, line, LABEL_COLUMN, row[LABEL_COLUMN])
         if survived not in (0, 1):
             raise DataError(path, f"column 'Survived' must be 0 or 1, got {row[LABEL_COLUMN]!r}", line=line)
+    numbers = {
+        "Age": parse_float(path, line, "Age", row["Age"], allow_missing=True),
+        "SibSp": _parse_int(path, line, "SibSp", row["SibSp"]),
+        "Parch": _parse_int(path, line, "Parch", row["Parch"]),
+        "Fare": parse_float(path, line, "Fare", row["Fare"], allow_missing=True),
+    }
+    for column, number in numbers.items():
+        _check_range(path, line, column, number)
     return Passenger(
         pclass=pclass,
         name=row["Name"],
         female=sex == "female",
-        age=parse_float(path, line, "Age", row["Age"], allow_missing=True),
-        sibsp=_parse_int(path, line, "SibSp", row["SibSp"]),
-        parch=_parse_int(path, line, "Parch", row["Parch"]),
-        fare=parse_float(path, line, "Fare", row["Fare"], allow_missing=True),
+        age=numbers["Age"],
+        sibsp=int(numbers["SibSp"]),
+        parch=int(numbers["Parch"]),
+        fare=numbers["Fare"],
         cabin_known=bool(row["Cabin"].strip()),
         embarked=embarked,
         survived=survived,
@@ -246,9 +265,16 @@ class TitanicDataModule(TaskDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        passengers = read_passengers(self.require_file("train.csv"))
+        train_path = self.require_file("train.csv")
+        passengers = read_passengers(train_path)
         order = torch.randperm(len(passengers), generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
         n_val = max(1, round(len(passengers) * self.hparams.val_fraction))
+        if len(passengers) - n_val < 1:
+            raise DataError(
+                train_path,
+                f"{len(passengers)} passenger row(s) are too few to hold out {n_val} for validation and train on "
+                "the rest",
+            )
         train = [passengers[i] for i in order[n_val:]]
         val = [passengers[i] for i in order[:n_val]]
         test = read_passengers(self.require_file("test.csv"))

@@ -1,0 +1,54 @@
+"""A crafted pickle placed where the project loads data runs no code.
+
+CIFAR-10 batches (the restricted unpickler) are covered in test_download.py;
+this covers the tensor cache, whose files live in a shared, writable folder.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import torch
+
+from datamodules.cache import cached_tensors, load_tensor_cache
+
+
+class _CreatesFile:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return builtins.open, (str(self.marker), "w")
+
+
+def _plant_malicious_cache(path: Path, marker: Path, key: dict) -> None:
+    """A cache file with a valid SHA-256 sidecar whose payload opens ``marker`` when unpickled."""
+    buffer = io.BytesIO()
+    torch.save({"key": json.dumps(key, sort_keys=True), "tensors": {"x": _CreatesFile(marker)}}, buffer)
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    path.with_name(path.name + ".sha256").write_text(hashlib.sha256(data).hexdigest())
+
+
+def test_malicious_cache_file_runs_no_code_and_is_rebuilt(tmp_path):
+    marker, cache, key = tmp_path / "pwned", tmp_path / "cache.pt", {"source": "abc"}
+    _plant_malicious_cache(cache, marker, key)
+
+    assert load_tensor_cache(cache, key) is None
+    tensors, reused = cached_tensors(cache, key, lambda: {"x": torch.arange(3)})
+
+    assert not marker.exists()
+    assert not reused and torch.equal(tensors["x"], torch.arange(3))
+    assert torch.equal(load_tensor_cache(cache, key)["x"], torch.arange(3))
+
+
+def test_the_planted_cache_would_run_code_if_fully_unpickled(tmp_path):
+    # Shows the test above can fail: the same bytes do run code without weights_only.
+    marker, cache = tmp_path / "pwned", tmp_path / "cache.pt"
+    _plant_malicious_cache(cache, marker, {"source": "abc"})
+    torch.load(cache, weights_only=False)["tensors"]["x"].close()
+    assert marker.exists()
