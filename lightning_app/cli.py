@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from datamodules.download import DownloadError
 from datamodules.errors import DataError
 from lightning_app.callbacks import NonFiniteLossError
 from lightning_app.errors import UsageError
@@ -70,6 +71,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         return 2
     except DataError as err:
         print(f"{prog}: data error: {err}", file=sys.stderr)
+        return 1
+    except DownloadError as err:
+        print(f"{prog}: download failed: {err}", file=sys.stderr)
         return 1
     except NonFiniteLossError as err:
         print(f"{prog}: training stopped: {err}", file=sys.stderr)

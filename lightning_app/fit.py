@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ckpt-path", default=None, help="resume from this checkpoint, or 'last' for the task's newest last.ckpt"
     )
     add_data_arguments(parser)
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="imdb, cifar2: fetch the full-size data (needs internet) into --data-dir (default data/full), then train",
+    )
     add_hardware_arguments(parser)
     quick = parser.add_argument_group("quick runs")
     quick.add_argument(

@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from datamodules import TaskDataModule
+from datamodules.download import FULL_DATASETS, prepare_full_dataset
 from lightning_app.callbacks import FiniteLossGuard
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
 from lightning_app.errors import UsageError
@@ -40,6 +41,8 @@ class FitConfig:
     seed: int = 42
     data_dir: str | None = None
     cache_dir: str | None = None
+    #: Fetch the task's full-size data (needs internet) into ``data_dir`` (default ``data/full``) and train on it.
+    download: bool = False
     log_dir: str = "runs"
     num_workers: int = 0
     precision: str = "32-true"
@@ -125,7 +128,7 @@ def _resolve_resume(config: FitConfig) -> tuple[str | None, int | None]:
     return config.ckpt_path, None
 
 
-_NOT_HPARAMS = ("task", "model", "extra_trainer_kwargs", "extra_callbacks", "enable_progress_bar")
+_NOT_HPARAMS = ("task", "model", "extra_trainer_kwargs", "extra_callbacks", "enable_progress_bar", "download")
 #: Redrawing the bar every step costs a host round trip per step; every 20 steps is still lively.
 PROGRESS_BAR_REFRESH_STEPS = 20
 
@@ -216,6 +219,13 @@ def fit(config: FitConfig) -> FitResult:
     started = time.perf_counter()
     task, _, config = resolve_config(config)
     resolve_accelerator(config)  # fail on impossible device flags before touching data
+    if config.download:
+        if task.name not in FULL_DATASETS:
+            raise UsageError(
+                f"--download: task '{task.name}' ships all its data; only {sorted(FULL_DATASETS)} download"
+            )
+        target = prepare_full_dataset(task.name, config.data_dir or "data/full", progress=config.enable_progress_bar)
+        config = replace(config, data_dir=str(target))
     resume_from, resume_version = _resolve_resume(config)
     if resume_from is not None:
         check_checkpoint_task(resume_from, read_checkpoint(resume_from), task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -22,6 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from datamodules import download as download_module
 from datamodules.download import (
     ChecksumMismatchError,
     DownloadError,
@@ -630,3 +632,29 @@ def test_extraction_never_writes_outside_the_target(specs):
         real_target = os.path.realpath(target)
         for path in target.rglob("*"):
             assert os.path.commonpath([os.path.realpath(path), real_target]) == real_target
+
+
+def test_fit_download_fetches_converts_and_trains(http_root, tmp_path, monkeypatch, capsys):
+    from lightning_app import fit as fit_cli
+
+    served, base_url = http_root
+    archive = aclimdb_archive()
+    (served / "aclImdb_v1.tar.gz").write_bytes(archive)
+    spec = download_module.FULL_DATASETS["imdb"]
+    mirror = dataclasses.replace(spec, url=f"{base_url}/aclImdb_v1.tar.gz", digest=sha256(archive))
+    monkeypatch.setitem(download_module.FULL_DATASETS, "imdb", mirror)
+    data_dir = tmp_path / "full"
+    argv = ["--task", "imdb", "--download", "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
+            "--fast-dev-run", "--no-progress-bar"]  # fmt: skip
+    assert fit_cli.run_cli(fit_cli.main, argv) == 0
+    assert requested == ["/aclImdb_v1.tar.gz"]
+    assert (data_dir / "imdb" / "train.tsv").is_file()
+    assert fit_cli.run_cli(fit_cli.main, argv) == 0
+    assert requested == ["/aclImdb_v1.tar.gz"], "converted data is reused without the network"
+
+
+def test_fit_download_of_a_task_that_ships_its_data_is_a_usage_error(capsys):
+    from lightning_app import fit as fit_cli
+
+    assert fit_cli.run_cli(fit_cli.main, ["--task", "titanic", "--download"]) == 2
+    assert "--download: task 'titanic' ships all its data" in capsys.readouterr().err
