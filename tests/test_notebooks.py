@@ -21,6 +21,7 @@ def execute(notebook_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("NOTEBOOK_FAST", "1")
     # The kernel must import this checkout's packages, whatever an installed copy points at.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    # Figures must come back as image/png outputs, even where the environment sets MPLBACKEND=Agg.
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -1,8 +1,8 @@
 """TensorBoard as users open it: the real server, on loopback, over finished runs, queried through its HTTP API.
 
-The server reads a copy of the session's tiny Titanic and COVID-19 runs, plus a small run written here
-with an image and a text summary, so the image and text checks fail if the server stops serving them,
-even before a task of this project logs any.
+One server per task (``tensorboard --logdir runs/<task>``) reads a copy of the session's tiny trained run
+of that task, plus a small run written here with an image and a text summary, so the image and text checks
+fail if the server stops serving them, even before a task of this project logs any.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ EXTRAS_RUN = "extras/version_0"
 
 @dataclass
 class Server:
+    """A running TensorBoard's base URL, with JSON helpers for its data API."""
+
     url: str
-    logdir: Path
 
     def get_bytes(self, path: str, **params: str) -> bytes:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -105,7 +106,7 @@ def server(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> I
     with log.open("w") as log_handle:
         process = subprocess.Popen([*command, "--port", str(port)], stdout=log_handle, stderr=subprocess.STDOUT)
     try:
-        server = Server(f"http://127.0.0.1:{port}", logdir)
+        server = Server(f"http://127.0.0.1:{port}")
 
         def all_runs_loaded() -> bool:
             if process.poll() is not None:
