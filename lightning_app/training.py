@@ -80,7 +80,9 @@ class FitResult:
 
     @property
     def tensorboard_command(self) -> str:
-        return f"tensorboard --logdir {Path(self.log_dir).parent.parent}"
+        # The task's folder, not the whole log dir: TensorBoard's HPARAMS table takes its columns from one
+        # run, so runs of different tasks (with different hyperparameters) do not share a table.
+        return f"tensorboard --logdir {Path(self.log_dir).parent}"
 
 
 def resolve_accelerator(config: FitConfig) -> tuple[str, str | int]:

@@ -66,7 +66,7 @@ def test_cli_prints_summary_and_tensorboard_command(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "test/acc" in out and "best checkpoint:" in out
-    assert f"tensorboard --logdir {log_dir}" in out
+    assert f"tensorboard --logdir {log_dir / 'titanic'}\n" in out
     assert list(log_dir.glob("titanic/version_0/checkpoints/best-epoch*.ckpt"))
 
 

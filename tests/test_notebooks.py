@@ -1,0 +1,81 @@
+"""Every notebook in ``notebooks/`` runs top to bottom in fast mode, so none can rot unnoticed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+from torch.utils.tensorboard import SummaryWriter
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT_S = 120
+
+
+def execute(notebook_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> nbformat.NotebookNode:
+    """Run the notebook in a fresh python3 kernel of this interpreter, in ``workdir``; raise on any cell error."""
+    monkeypatch.setenv("NOTEBOOK_FAST", "1")
+    # The kernel must import this checkout's packages, whatever an installed copy points at.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    # Figures must come back as image/png outputs, even where the environment sets MPLBACKEND=Agg.
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    notebook = nbformat.read(notebook_path, as_version=4)
+    client = NotebookClient(
+        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute()  # raises CellExecutionError naming the cell and its traceback
+    return notebook
+
+
+def outputs_of_type(notebook: nbformat.NotebookNode, mime_type: str) -> list:
+    return [
+        output["data"][mime_type]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if mime_type in output.get("data", {})
+    ]
+
+
+def test_there_are_notebooks():
+    assert {"titanic.ipynb", "covid19.ipynb", "review_run.ipynb"} <= {path.name for path in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("notebook_path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_committed_notebook_carries_no_outputs(notebook_path):
+    notebook = nbformat.read(notebook_path, as_version=4)
+    nbformat.validate(notebook)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code_cells
+    assert all(not cell.outputs and cell.execution_count is None for cell in code_cells), (
+        f"clear the outputs of {notebook_path.name} before committing it"
+    )
+
+
+@pytest.mark.parametrize("notebook_path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_runs_in_fast_mode(notebook_path, tmp_path, monkeypatch):
+    executed = execute(notebook_path, tmp_path, monkeypatch)
+    assert outputs_of_type(executed, "image/png"), "every notebook plots its learning curves"
+    assert list(tmp_path.glob("runs/notebooks/*/version_0/events.out.tfevents.*"))
+
+
+def test_review_notebook_shows_logged_images_and_text(tmp_path, monkeypatch):
+    run_dir = tmp_path / "image_text_run"
+    with SummaryWriter(str(run_dir)) as writer:
+        for step in (0, 1):
+            writer.add_scalar("train/loss", 1.0 - step / 2, step)
+            writer.add_scalar("val/loss", 1.1 - step / 2, step)
+        writer.add_image("val/predictions", torch.rand(3, 8, 8), 1)
+        writer.add_text("val/examples", "a review the model got **wrong**", 1)
+
+    executed = execute(REPO_ROOT / "notebooks" / "review_run.ipynb", tmp_path, monkeypatch, RUN_DIR=str(run_dir))
+    # One PNG for the curves, one for the logged image; the text comes back as Markdown.
+    assert len(outputs_of_type(executed, "image/png")) == 2
+    markdown = outputs_of_type(executed, "text/markdown")
+    assert any("val/examples/text_summary" in text and "**wrong**" in text for text in markdown)
+    assert not list(tmp_path.glob("runs/notebooks/*")), "with RUN_DIR given, nothing is trained"
