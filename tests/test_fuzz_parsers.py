@@ -2,12 +2,10 @@
 
 Whatever text a user's file holds, the parsers either return well-formed data
 or raise :class:`DataError` naming the file; nothing else escapes.
-
-Still to cover once the IMDB branch is merged: the IMDB TSV reader (arbitrary
-text and rows, U+0085 and other line separators inside a review, ``\\r``,
-missing/extra tabs, bad labels/ratings) and the tokenizer/vocabulary (any
-string tokenizes without error, encoding stays inside the vocabulary and
-padding length, ``<br />`` never survives as a token).
+The IMDB part covers the TSV reader (arbitrary text and rows, U+0085 and other
+line separators inside a review, ``\\r``, missing or extra tabs, bad labels) and
+the tokenizers and encoding (any string tokenizes, ids stay inside the
+vocabulary and the padded length, ``<br />`` never survives as a token).
 """
 
 from __future__ import annotations
@@ -345,3 +343,88 @@ def test_covid_out_of_range_counts(covid_dir, value):
     replace_first_row(covid_dir / "covid-19.csv", "\t", dead_num=value)
     with pytest.raises(DataError, match=r"covid-19\.csv:2: column 'dead_num' must be a count between 0 and 1e\+12"):
         Covid19DataModule(data_dir=covid_dir).setup("fit")
+
+
+# ---------------------------------------------------------------------------------------------- IMDB
+
+from datamodules.imdb import (  # noqa: E402
+    PAD_ID,
+    UNK_ID,
+    IMDBDataModule,
+    build_vocabulary,
+    encode_texts,
+    get_tokenizer,
+    read_labeled_texts,
+)
+
+REVIEW_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n"), max_size=200
+) | st.sampled_from(["", "<br />", "a<br /><br />b", "caf\u00e9\u0085next", "\r", "!!! ???", "don't"])
+
+
+@FUZZ
+@given(text=st.text(max_size=300), tokenizer=st.sampled_from(["tutorial", "words"]))
+def test_any_string_tokenizes_without_line_breaks_or_br_tags(text, tokenizer):
+    tokens = get_tokenizer(tokenizer)(text)
+    assert all(token and token == token.strip() for token in tokens)
+    assert "<br" not in " ".join(tokens) or "<br" in text.replace("<br />", "")
+
+
+@FUZZ
+@given(
+    texts=st.lists(REVIEW_TEXT, min_size=1, max_size=8),
+    tokenizer=st.sampled_from(["tutorial", "words"]),
+    max_len=st.integers(1, 40),
+    sides=st.sampled_from([("right", "right"), ("left", "left"), ("right", "left")]),
+)
+def test_encoding_stays_inside_the_vocabulary_and_the_length(texts, tokenizer, max_len, sides):
+    tokenize = get_tokenizer(tokenizer)
+    vocabulary = build_vocabulary([tokenize(text) for text in texts[: len(texts) // 2 + 1]], max_size=50)
+    assert vocabulary[PAD_ID] == "<pad>" and vocabulary[UNK_ID] == "<unk>"
+    state = {
+        "tokenizer": tokenizer,
+        "vocabulary": vocabulary,
+        "max_len": max_len,
+        "truncate": sides[0],
+        "pad": sides[1],
+    }
+    ids = encode_texts(texts, state)
+    assert ids.shape == (len(texts), max_len)
+    assert int(ids.min()) >= 0 and int(ids.max()) < len(vocabulary)
+    for row, text in zip(ids.tolist(), texts, strict=True):
+        real = [token for token in row if token != PAD_ID]
+        assert len(real) == min(len(tokenize(text)), max_len)
+
+
+@FUZZ
+@given(content=st.binary(max_size=400))
+def test_any_bytes_as_an_imdb_tsv_give_rows_or_a_data_error(content):
+    with scratch_dir() as folder:
+        path = folder / "train.tsv"
+        path.write_bytes(content)
+        with suppress(DataError):
+            labels, texts, lines = read_labeled_texts(path)
+            assert len(labels) == len(texts) == len(lines) > 0
+            assert all(
+                label and "\t" not in text and "\n" not in text for label, text in zip(labels, texts, strict=True)
+            )
+
+
+@FUZZ
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["0", "1", "2", "", " 1", "pos"]), REVIEW_TEXT), min_size=1, max_size=12),
+    test_rows=st.lists(st.tuples(st.sampled_from(["0", "1", "7"]), REVIEW_TEXT), min_size=1, max_size=4),
+)
+def test_imdb_datamodule_setup_succeeds_or_raises_a_data_error(rows, test_rows):
+    with scratch_dir() as folder:
+        for name, split in (("train.tsv", rows), ("test.tsv", test_rows)):
+            body = "".join(f"{label}\t{text}\n" for label, text in split)
+            (folder / name).write_text("label\ttext\n" + body, encoding="utf-8")
+        datamodule = IMDBDataModule(data_dir=folder, cache_dir=folder / "cache", batch_size=4, val_fraction=0.25)
+        try:
+            datamodule.setup("fit")
+        except DataError as err:
+            assert str(err).startswith(str(folder))
+            return
+        assert len(datamodule.train_set) + len(datamodule.val_set) == len(rows)
+        assert datamodule.model_kwargs()["num_classes"] >= 2 or len({label for label, _ in rows}) == 1

@@ -28,10 +28,12 @@ from datamodules.imdb import (
     words_tokenize,
 )
 from lightning_app.cli import run_cli
+from lightning_app.export import export
 from lightning_app.fit import main as fit_main
 from lightning_app.models import IMDBModule
 from lightning_app.nets import BigramBagNet, TutorialTextCNN
 from lightning_app.nets.text import hashed_bigrams
+from lightning_app.predict import main as predict_main
 
 REPO = Path(__file__).resolve().parents[1]
 POSITIVE = ["great", "wonderful", "excellent", "moving", "superb"]
@@ -361,3 +363,51 @@ def test_missing_split_file_is_named(tmp_path: Path) -> None:
     write_tsv(tmp_path / "train.tsv", synthetic_reviews(10, seed=1))
     with pytest.raises(DataError, match=r"test\.tsv: file not found \(expected 'test\.tsv' or 'test\.tsv\.gz'"):
         IMDBDataModule(data_dir=tmp_path, cache_dir=tmp_path / "cache").prepare_data()
+
+
+# -- using the trained model: predict and export ----------------------------------------------------
+
+
+def test_predict_cli_scores_arguments_and_a_file_of_reviews(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    best = _fit(tiny_data, tmp_path, "--max-epochs", "3")
+    capsys.readouterr()
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("A superb, moving film.\nAn awful\u0085boring waste of time.\n\n", encoding="utf-8")
+    argv = ["--task", "imdb", "--ckpt", str(best), "Wonderful acting and a great story.", "--input-file", str(reviews)]
+    assert run_cli(predict_main, [*argv, "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["text"] for r in records] == [
+        "Wonderful acting and a great story.",
+        "A superb, moving film.",
+        "An awful\u0085boring waste of time.",  # split on newlines only: U+0085 stays inside its review
+        "",
+    ]
+    expected = IMDBModule.load_from_checkpoint(best).predict_raw([r["text"] for r in records])
+    assert [r["label"] for r in records] == [e["label"] for e in expected]
+    assert [r["probability"] for r in records] == pytest.approx([e["probability"] for e in expected])
+
+    assert run_cli(predict_main, argv[:4]) == 2
+    assert "give review texts as arguments or --input-file" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
+@pytest.mark.parametrize("output_format", ["torchscript", "onnx"])
+def test_export_matches_the_module(tiny_data: Path, tmp_path: Path, output_format: str) -> None:
+    best = _fit(tiny_data, tmp_path, "--max-epochs", "1")
+    target = export(best, output_format, tmp_path / "exported")
+    module = IMDBModule.load_from_checkpoint(best, map_location="cpu").eval()
+    token_ids = torch.randint(0, module.hparams.vocab_size, (3, module.hparams.max_len), dtype=torch.int32)
+    token_ids[0] = 0  # an empty review: all padding
+    with torch.no_grad():
+        expected = module.predict_step((token_ids,), 0)
+    if output_format == "torchscript":
+        actual = torch.jit.load(str(target / "model.pt"))(token_ids)
+    else:
+        onnxruntime = pytest.importorskip("onnxruntime")
+        session = onnxruntime.InferenceSession(str(target / "model.onnx"))
+        actual = torch.from_numpy(session.run(None, {"inputs": token_ids.numpy()})[0])
+    assert torch.allclose(actual, expected, atol=1e-5)
+    assert json.loads((target / "preprocessing.json").read_text())["preprocessing"]["vocabulary"][:2] == [
+        "<pad>",
+        "<unk>",
+    ]
