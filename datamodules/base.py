@@ -7,12 +7,32 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from datamodules.errors import DataError
 
 #: Data shipped inside the package, so a fresh clone runs offline.
 PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+class BatchIndexedTensors(TensorDataset):
+    """A ``TensorDataset`` that fetches a whole batch with one indexing operation per tensor.
+
+    The DataLoader hands ``__getitems__`` the batch's indices (so any sampler,
+    Lightning's ``DistributedSampler`` included, still decides which rows) and
+    :func:`keep_batch` passes the stacked tensors through, instead of indexing
+    and collating row by row.
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``collate_fn`` for :class:`BatchIndexedTensors`: the batch is already stacked."""
+    return batch
 
 
 class TaskDataModule(pl.LightningDataModule):
@@ -51,6 +71,8 @@ class TaskDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
+            collate_fn=keep_batch if isinstance(dataset, BatchIndexedTensors) else None,
+            pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:

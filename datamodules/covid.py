@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
 
-from datamodules.base import TaskDataModule, parse_float, read_csv_rows
+from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, read_csv_rows
 from datamodules.errors import DataError
 
 DATE_COLUMN = "date"
@@ -112,9 +111,9 @@ class Covid19DataModule(TaskDataModule):
         inputs, targets = make_windows(daily_differences(cumulative), window)
         self.dates, self.cumulative = dates, cumulative
         n_val_end = n_train + val_days
-        self.train_set = TensorDataset(inputs[:n_train], targets[:n_train])
-        self.val_set = TensorDataset(inputs[n_train:n_val_end], targets[n_train:n_val_end])
-        self.test_set = TensorDataset(inputs[n_val_end:], targets[n_val_end:])
+        self.train_set = BatchIndexedTensors(inputs[:n_train], targets[:n_train])
+        self.val_set = BatchIndexedTensors(inputs[n_train:n_val_end], targets[n_train:n_val_end])
+        self.test_set = BatchIndexedTensors(inputs[n_val_end:], targets[n_val_end:])
 
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_series": len(COUNT_COLUMNS)}

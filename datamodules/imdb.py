@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
-from datamodules.base import TaskDataModule
+from datamodules.base import BatchIndexedTensors, TaskDataModule
 from datamodules.cache import cached_tensors, default_cache_dir, file_digest, key_digest
 from datamodules.errors import DataError
 
@@ -381,23 +380,9 @@ class IMDBDataModule(TaskDataModule):
         }
         texts = _tensors_to_strings(tensors["example_bytes"], tensors["example_lengths"])
         self.val_examples = list(zip(texts, tensors["example_labels"].tolist(), strict=True))
-        self.train_set = TensorDataset(tensors["train_ids"], tensors["train_labels"])
-        self.val_set = TensorDataset(tensors["val_ids"], tensors["val_labels"])
-        self.test_set = TensorDataset(tensors["test_ids"], tensors["test_labels"])
-
-    def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
-        """Whole batches indexed straight out of the tensors: ``dataset[list_of_indices]``."""
-        if dataset is None:
-            raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a dataloader")
-        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            sampler=BatchSampler(order, batch_size=self.hparams.batch_size, drop_last=False),
-            batch_size=None,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        self.train_set = BatchIndexedTensors(tensors["train_ids"], tensors["train_labels"])
+        self.val_set = BatchIndexedTensors(tensors["val_ids"], tensors["val_labels"])
+        self.test_set = BatchIndexedTensors(tensors["test_ids"], tensors["test_labels"])
 
     def model_kwargs(self) -> dict[str, Any]:
         state = self.preprocessing_state()

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import TensorDataset
 
-from datamodules.base import TaskDataModule, parse_float, read_csv_rows
+from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, read_csv_rows
 from datamodules.errors import DataError
 
 FeatureSet = Literal["tutorial", "extended"]
@@ -284,7 +283,7 @@ class TitanicDataModule(TaskDataModule):
             state["stats"] = fit_feature_stats(train)
         self._state = state
         self.train_set, self.val_set, self.test_set = (
-            TensorDataset(encode_passengers(split, state), labels(split)) for split in (train, val, test)
+            BatchIndexedTensors(encode_passengers(split, state), labels(split)) for split in (train, val, test)
         )
 
     def model_kwargs(self) -> dict[str, Any]:
