@@ -48,6 +48,11 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data-dir", default=None, help="folder with the task's data files (default: bundled data)")
+    group.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where decoded/preprocessed data is cached (default: $LIGHTNING_APP_CACHE or ~/.cache/lightning_app)",
+    )
     group.add_argument("--batch-size", type=int, default=None, help="default: the model variant's")
     group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
 

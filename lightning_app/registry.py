@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from datamodules import Covid19DataModule, TaskDataModule, TitanicDataModule
-from lightning_app.models import Covid19Module, TaskModule, TitanicModule
+from datamodules import Cifar2DataModule, Covid19DataModule, TaskDataModule, TitanicDataModule
+from lightning_app.models import Cifar2Module, Covid19Module, TaskModule, TitanicModule
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,30 @@ TASKS: dict[str, Task] = {
                     max_epochs=100,
                     batch_size=38,
                     lr=0.1,
+                ),
+            },
+        ),
+        Task(
+            name="cifar2",
+            description="CIFAR-2 airplane vs automobile, or any ImageFolder tree via --data-dir (images)",
+            datamodule=Cifar2DataModule,
+            module=Cifar2Module,
+            variants={
+                "default": Variant(
+                    "small ResNet with batch norm, SGD+Nesterov with OneCycle, crop+flip augmentation",
+                    max_epochs=20,
+                    batch_size=256,
+                    lr=0.2,
+                    module_kwargs={"net": "resnet"},
+                    datamodule_kwargs={"augment": True},
+                ),
+                "tutorial": Variant(
+                    "the tutorial's 2-conv Net, plain SGD, no augmentation, batch 50",
+                    max_epochs=20,
+                    batch_size=50,
+                    lr=0.01,
+                    module_kwargs={"net": "tutorial"},
+                    datamodule_kwargs={"augment": False},
                 ),
             },
         ),

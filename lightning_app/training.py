@@ -7,6 +7,7 @@ it returns the metrics so tests and notebooks can call it directly.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ class FitConfig:
     lr: float | None = None
     seed: int = 42
     data_dir: str | None = None
+    cache_dir: str | None = None
     log_dir: str = "runs"
     num_workers: int = 0
     precision: str = "32-true"
@@ -125,6 +127,11 @@ def _to_float(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
+def accepts_argument(cls: type, name: str) -> bool:
+    """Whether ``cls(...)`` takes a keyword argument ``name``."""
+    return name in inspect.signature(cls.__init__).parameters
+
+
 def build_trainer(
     config: FitConfig, logger: TensorBoardLogger | bool, callbacks: list[pl.Callback], log_every_n_steps: int
 ) -> pl.Trainer:
@@ -175,11 +182,14 @@ def fit(config: FitConfig) -> FitResult:
     resume_from, resume_version = _resolve_resume(config)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    # Only DataModules that cache preprocessed data take a cache folder.
+    cache_kwargs = {"cache_dir": config.cache_dir} if accepts_argument(task.datamodule, "cache_dir") else {}
     datamodule = task.datamodule(
         data_dir=config.data_dir,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         seed=config.seed,
+        **cache_kwargs,
         **variant.datamodule_kwargs,
     )
     datamodule.prepare_data()

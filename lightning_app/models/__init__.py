@@ -1,7 +1,8 @@
 """LightningModules for the four example tasks; all derive from :class:`TaskModule`."""
 
 from lightning_app.models.base import TaskModule
+from lightning_app.models.cifar2 import Cifar2Module
 from lightning_app.models.covid import Covid19Module
 from lightning_app.models.titanic import TitanicModule
 
-__all__ = ["Covid19Module", "TaskModule", "TitanicModule"]
+__all__ = ["Cifar2Module", "Covid19Module", "TaskModule", "TitanicModule"]
