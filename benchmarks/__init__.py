@@ -1,0 +1,1 @@
+"""Benchmarks; run as ``PYTHONPATH=. python -m benchmarks.<name>``."""
