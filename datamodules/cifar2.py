@@ -376,7 +376,8 @@ class Cifar2DataModule(TaskDataModule):
         n_val = max(1, round(images.shape[0] * self.hparams.val_fraction))
         if n_val >= images.shape[0]:
             raise DataError(self.image_root() / "train", f"{images.shape[0]} image(s): too few to split off validation")
-        val_index, train_index = order[:n_val].sort().values, order[n_val:].sort().values
+        # Kept in shuffled order: a slice of the validation set (limit_val_batches) then holds every class.
+        val_index, train_index = order[:n_val], order[n_val:]
         train_images = images[train_index]
         self.class_names = class_names
         self.mean, self.std = channel_stats(train_images)

@@ -46,6 +46,12 @@ def ready(root: Path, cache_dir: Path, **kwargs) -> Cifar2DataModule:
     return datamodule
 
 
+@pytest.fixture(scope="module")
+def bundled_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the tests on the bundled data, so its 12,000 JPEGs are decoded once per run."""
+    return tmp_path_factory.mktemp("bundled-cache")
+
+
 def dominant_channel(images: torch.Tensor) -> torch.Tensor:
     return images.float().mean(dim=(2, 3)).argmax(dim=1)
 
@@ -176,8 +182,8 @@ def test_cache_reused_then_rebuilt_when_the_source_changes(tmp_path: Path) -> No
     assert load_tensor_cache(fourth.cache_path, key={"stale": True}) is None  # keyed: another key is a miss
 
 
-def test_bundled_data_is_extracted_once_and_decoded(tmp_path: Path) -> None:
-    dm = Cifar2DataModule(cache_dir=tmp_path, batch_size=50)
+def test_bundled_data_is_extracted_once_and_decoded(bundled_cache: Path) -> None:
+    dm = Cifar2DataModule(cache_dir=bundled_cache, batch_size=50)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.class_names == ["airplane", "automobile"]
@@ -185,8 +191,8 @@ def test_bundled_data_is_extracted_once_and_decoded(tmp_path: Path) -> None:
     assert dm.test_set.images.dtype == torch.uint8 and dm.test_set.images.shape == (2000, 3, 32, 32)
     assert torch.bincount(dm.test_set.labels).tolist() == [1000, 1000]
     assert len(dm.train_dataloader()) == 180
-    assert [p.name.startswith("cifar2-images-") for p in tmp_path.iterdir() if p.is_dir()] == [True]
-    again = Cifar2DataModule(cache_dir=tmp_path)
+    assert [p.name.startswith("cifar2-images-") for p in bundled_cache.iterdir() if p.is_dir()] == [True]
+    again = Cifar2DataModule(cache_dir=bundled_cache)
     again.setup("fit")
     assert again.cache_reused is True
 
@@ -263,14 +269,16 @@ def test_binary_module_loss_predictions_and_metrics() -> None:
 
 
 # -- end to end -------------------------------------------------------------------------------
-def test_cli_end_to_end_on_a_slice_of_cifar2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_end_to_end_on_a_slice_of_cifar2(
+    tmp_path: Path, bundled_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from lightning_app.fit import main
 
     argv = [
-        "--task", "cifar2", "--max-epochs", "2", "--cache-dir", str(tmp_path / "cache"),
-        "--limit-train-batches", "2", "--limit-val-batches", "1", "--limit-test-batches", "2",
+        "--task", "cifar2", "--max-epochs", "2", "--cache-dir", str(bundled_cache),
+        "--limit-train-batches", "2", "--limit-val-batches", "1",
         "--batch-size", "64", "--log-dir", str(tmp_path / "runs"), "--no-progress-bar",
     ]  # fmt: skip
     assert main(argv) == 0
