@@ -20,7 +20,7 @@ def image_review_figure(
     count = images.shape[0]
     columns = min(8, max(1, count))
     rows = max(1, -(-count // columns))
-    figure = Figure(figsize=(1.6 * columns, 1.9 * rows))
+    figure = Figure(figsize=(1.6 * columns, 2.1 * rows))
     axes = figure.subplots(rows, columns, squeeze=False)
     for index, axis in enumerate(axes.flat):
         axis.axis("off")

@@ -69,7 +69,7 @@ class Cifar2Module(TaskModule):
         lr: float = 0.2,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
-        label_smoothing: float = 0.0,
+        label_smoothing: float = 0.1,
         width: int = 32,
         stem_stride: int = 2,
         dropout: float = 0.0,
