@@ -11,7 +11,7 @@ classes (5000 + 5000 train, 1000 + 1000 test 32x32 JPEGs), shipped as
 ``data/cifar2.tar.gz``.
 
 Every image is decoded once into a ``uint8[N, 3, S, S]`` tensor that is cached
-on disk (see :func:`decode_image_folder` and :class:`Cifar2DataModule`); the
+on disk (see :func:`decode_files` and :class:`Cifar2DataModule`); the
 batches are then sliced out of memory, and the uint8 -> float conversion, the
 normalisation and the training augmentation (random crop with padding,
 horizontal flip) run on whole batches after they have moved to the device.
@@ -28,7 +28,7 @@ import shutil
 import tarfile
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -226,9 +226,6 @@ class BatchedTensorDataset(Dataset):
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         return self.images[index], self.labels[index]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # pragma: no cover - not used by DataLoader
-        raise TypeError("index a BatchedTensorDataset with a list of indices")
 
 
 # -- the packaged archive --------------------------------------------------------
