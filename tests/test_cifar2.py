@@ -283,7 +283,7 @@ def test_cli_end_to_end_on_a_slice_of_cifar2(
     ]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "cifar2 (default) finished" in printed and "test/auroc" in printed and "val/acc_best" in printed
+    assert "cifar2 (default) finished" in printed and "test/auroc" in printed and "val/loss_best" in printed
     log_dir = tmp_path / "runs" / "cifar2" / "version_0"
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0}).Reload()
     images = events.Tags()["images"]
