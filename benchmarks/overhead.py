@@ -81,6 +81,9 @@ def plain_epoch_seconds(config: FitConfig, device: str = "cpu") -> list[float]:
         started = time.perf_counter()
         for batch in itertools.islice(loader, limit):
             batch = [tensor.to(device, non_blocking=True) for tensor in batch]
+            # The DataModule's device-side preprocessing (e.g. cifar2's normalisation); without a Trainer it
+            # skips training-only augmentation, which makes this loop slightly faster than fit's.
+            batch = datamodule.on_after_batch_transfer(batch, 0)
             loss = module.shared_step(batch)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

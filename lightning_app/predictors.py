@@ -95,6 +95,39 @@ def predict_imdb(module, request: PredictRequest) -> Prediction:
     return Prediction(records, ["review", "label", "probability"], ["text", "label", "probability"])
 
 
+#: File endings taken as images when a folder is given to the cifar2 predictor.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _image_files(request: PredictRequest) -> list[Path]:
+    paths = [Path(p) for p in request.inputs] + ([request.input_file] if request.input_file else [])
+    if not paths:
+        raise UsageError("give image files or folders of images as arguments")
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    return files
+
+
+def predict_cifar2(module, request: PredictRequest) -> Prediction:
+    """Classify image files, or every image under the folders given."""
+    files = _image_files(request)
+    records = [
+        {"path": str(path), "label": score["label"], "probability": score["probability"]}
+        for path, score in zip(files, module.predict_raw(files), strict=True)
+    ]
+    columns = ["path", "label", "probability"]
+    return Prediction(records, columns, columns)
+
+
 def predict_covid19(module, request: PredictRequest) -> Prediction:
     """Forecast ``days`` days past the end of the training series; plot history and forecast."""
     if request.inputs or request.input_file:

@@ -10,9 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from datamodules import Covid19DataModule, IMDBDataModule, TaskDataModule, TitanicDataModule
-from lightning_app.models import Covid19Module, IMDBModule, TaskModule, TitanicModule
-from lightning_app.predictors import Prediction, PredictRequest, predict_covid19, predict_imdb, predict_titanic
+from datamodules import Cifar2DataModule, Covid19DataModule, IMDBDataModule, TaskDataModule, TitanicDataModule
+from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TaskModule, TitanicModule
+from lightning_app.predictors import (
+    Prediction,
+    PredictRequest,
+    predict_cifar2,
+    predict_covid19,
+    predict_imdb,
+    predict_titanic,
+)
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,32 @@ TASKS: dict[str, Task] = {
                         "truncate": "left",
                         "pad": "left",
                     },
+                ),
+            },
+        ),
+        Task(
+            name="cifar2",
+            description="CIFAR-2 airplane vs automobile, or any ImageFolder tree via --data-dir (images)",
+            datamodule=Cifar2DataModule,
+            module=Cifar2Module,
+            predictor=predict_cifar2,
+            variants={
+                "default": Variant(
+                    "small ResNet with batch norm (stride-2 stem, channels-last), SGD+Nesterov with OneCycle, "
+                    "label smoothing 0.1, crop+flip augmentation",
+                    max_epochs=25,
+                    batch_size=256,
+                    lr=0.2,
+                    module_kwargs={"net": "resnet", "label_smoothing": 0.1},
+                    datamodule_kwargs={"augment": True},
+                ),
+                "tutorial": Variant(
+                    "the tutorial's 2-conv Net, plain SGD, no augmentation, batch 50",
+                    max_epochs=20,
+                    batch_size=50,
+                    lr=0.01,
+                    module_kwargs={"net": "tutorial"},
+                    datamodule_kwargs={"augment": False},
                 ),
             },
         ),

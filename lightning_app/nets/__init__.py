@@ -3,12 +3,16 @@
 from lightning_app.nets.sequence import MultiplicativeBlock, ResidualCovidNet, TutorialCovidNet
 from lightning_app.nets.tabular import ResidualMLP, TutorialMLP
 from lightning_app.nets.text import BigramBagNet, TutorialTextCNN
+from lightning_app.nets.vision import ResidualBlock, SmallResNet, TutorialCifarNet
 
 __all__ = [
     "BigramBagNet",
     "MultiplicativeBlock",
+    "ResidualBlock",
     "ResidualCovidNet",
     "ResidualMLP",
+    "SmallResNet",
+    "TutorialCifarNet",
     "TutorialCovidNet",
     "TutorialMLP",
     "TutorialTextCNN",

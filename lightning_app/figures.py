@@ -1,0 +1,60 @@
+"""Matplotlib figures for TensorBoard.
+
+Built as bare :class:`~matplotlib.figure.Figure` objects, without pyplot, so no
+GUI backend is touched and nothing stays open; ``SummaryWriter.add_figure``
+renders them with Agg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+
+def image_review_figure(
+    images: torch.Tensor, predicted: Sequence[int], target: Sequence[int], class_names: Sequence[str]
+) -> Figure:
+    """A grid of ``float32[N, 3, H, W]`` images (0-1) titled "predicted / true"; wrong ones in red."""
+    count = images.shape[0]
+    columns = min(8, max(1, count))
+    rows = max(1, -(-count // columns))
+    figure = Figure(figsize=(1.6 * columns, 2.1 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(images[index].permute(1, 2, 0).numpy(), interpolation="nearest")
+        correct = predicted[index] == target[index]
+        axis.set_title(
+            f"{class_names[predicted[index]]}\n({class_names[target[index]]})",
+            fontsize=7,
+            color="green" if correct else "red",
+        )
+    figure.suptitle("validation: predicted (true)", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str]) -> Figure:
+    """A ``[C, C]`` count matrix (rows: true class, columns: predicted class) as an annotated heat map."""
+    counts = confusion.long().numpy()
+    size = max(3.0, 0.6 * len(class_names) + 2.0)
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
+    axis.imshow(counts, cmap="Blues")
+    axis.set_xticks(range(len(class_names)), labels=list(class_names), rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(len(class_names)), labels=list(class_names), fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    threshold = counts.max() / 2 if counts.size else 0
+    for row in range(counts.shape[0]):
+        for column in range(counts.shape[1]):
+            value = counts[row, column]
+            color = "white" if value > threshold else "black"
+            axis.text(column, row, str(value), ha="center", va="center", color=color)
+    axis.set_title("validation confusion matrix", fontsize=9)
+    figure.tight_layout()
+    return figure
