@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,16 +49,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, temp = create_sibling_file(path, "tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(temp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
+
+
+def create_sibling_file(path: Path, kind: str) -> tuple[int, Path]:
+    """A new, empty, uniquely named file beside ``path``, open for writing: ``(fd, its path)``.
+
+    Created with mode 0o666 less the umask, as a plain ``open`` would (``mkstemp``
+    would make it 0o600, and the renamed result unreadable to other users).
+    """
+    temp = path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
+    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
 
 
 def _serialise(tensors: dict[str, torch.Tensor], key: dict[str, Any]) -> bytes:

@@ -43,6 +43,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from datamodules.cache import atomic_write_bytes, create_sibling_file
 from datamodules.errors import DataError
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -92,32 +93,11 @@ def _sibling_name(path: Path, kind: str) -> Path:
     return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
 
 
-def _create_temp_file(path: Path) -> tuple[int, Path]:
-    """An open, new, empty file beside ``path``: ``(fd, its path)``."""
-    temp = _sibling_name(path, "part")
-    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
-
-
 def _create_staging_dir(path: Path) -> Path:
     """A new, empty folder beside ``path``, to be renamed to ``path`` once complete."""
     staging = _sibling_name(path, "partial")
     staging.mkdir()
     return staging
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = _create_temp_file(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -179,7 +159,7 @@ def download(
         return destination
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = _create_temp_file(destination)
+    fd, partial = create_sibling_file(destination, "part")
     try:
         digest = _new_hash(algorithm)
         with os.fdopen(fd, "wb") as out:
@@ -385,7 +365,7 @@ def aclimdb_to_tsv(extracted_root: str | Path, out_dir: str | Path) -> tuple[Pat
     written = []
     for split in ("train", "test"):
         path = out_dir / f"{split}.tsv"
-        write_file_atomically(path, format_imdb_tsv(read_aclimdb_split(root / split)))
+        atomic_write_bytes(path, format_imdb_tsv(read_aclimdb_split(root / split)))
         written.append(path)
     return written[0], written[1]
 

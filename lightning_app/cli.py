@@ -37,6 +37,10 @@ def _devices(value: str) -> str | int:
     return int(value) if value.isdigit() else value
 
 
+#: ``FitConfig`` fields set by :func:`add_hardware_arguments`.
+HARDWARE_FLAGS = ("gpus", "tpu_cores", "accelerator", "devices", "strategy", "num_nodes", "precision")
+
+
 def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hardware (Lightning Trainer flags)")
     group.add_argument("--gpus", type=int, metavar="N", help="train on N CUDA GPUs (the tutorial's switch)")

@@ -7,13 +7,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
-
-from lightning_app.cli import _limit, add_data_arguments, add_hardware_arguments, run_cli
+from lightning_app.cli import HARDWARE_FLAGS, _limit, add_data_arguments, add_hardware_arguments, run_cli
 from lightning_app.inference import load_checkpoint
 from lightning_app.registry import TASKS
 from lightning_app.tables import metrics_table
-from lightning_app.training import FitConfig, resolve_accelerator
+from lightning_app.training import FitConfig, build_trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,20 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     loaded = load_checkpoint(args.ckpt, args.task)
     datamodule = loaded.datamodule(data_dir=args.data_dir, batch_size=args.batch_size, num_workers=args.num_workers)
-    config = FitConfig(task=args.task, accelerator=args.accelerator, devices=args.devices, gpus=args.gpus,
-                       tpu_cores=args.tpu_cores)  # fmt: skip
-    accelerator, devices = resolve_accelerator(config)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=args.strategy,
-        num_nodes=args.num_nodes,
-        precision=args.precision,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    config = FitConfig(
+        task=args.task,
+        **{name: getattr(args, name) for name in HARDWARE_FLAGS},
         limit_test_batches=args.limit_test_batches,
+        enable_progress_bar=False,
     )
+    trainer = build_trainer(config, logger=False, callbacks=[], log_every_n_steps=50)
     results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
     return {key: float(value) for key, value in results[0].items()}
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from datamodules import PACKAGED_DATA_DIR
 from lightning_app.training import FitConfig, FitResult, fit
@@ -61,3 +62,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FitResult]:
         )
         for task in ("titanic", "covid19")
     }
+
+
+def run_exported_model(target: Path, output_format: str, inputs: torch.Tensor) -> torch.Tensor:
+    """Outputs of the model ``lightning_app.export`` wrote to ``target`` (TorchScript, or ONNX via onnxruntime)."""
+    if output_format == "torchscript":
+        return torch.jit.load(str(target / "model.pt"))(inputs)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(target / "model.onnx"))
+    return torch.from_numpy(session.run(None, {"inputs": inputs.numpy()})[0])
+
+
+@pytest.fixture
+def run_exported() -> Callable[[Path, str, torch.Tensor], torch.Tensor]:
+    return run_exported_model

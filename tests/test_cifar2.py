@@ -398,20 +398,14 @@ def test_test_cli_on_a_custom_folder_reproduces_fit(three_class_run, capsys) -> 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
 @pytest.mark.parametrize("output_format", ["torchscript", "onnx"])
-def test_export_matches_the_module(three_class_run, tmp_path, output_format) -> None:
+def test_export_matches_the_module(three_class_run, tmp_path, output_format, run_exported) -> None:
     _, result = three_class_run
     target = export(result.best_model_path, output_format, tmp_path / "exported")
     module = Cifar2Module.load_from_checkpoint(result.best_model_path, map_location="cpu").eval()
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = module.predict_step((images,), 0)
-    if output_format == "torchscript":
-        actual = torch.jit.load(str(target / "model.pt"))(images)
-    else:
-        onnxruntime = pytest.importorskip("onnxruntime")
-        session = onnxruntime.InferenceSession(str(target / "model.onnx"))
-        actual = torch.from_numpy(session.run(None, {"inputs": images.numpy()})[0])
-    assert torch.allclose(actual, expected, atol=1e-5)
+    assert torch.allclose(run_exported(target, output_format, images), expected, atol=1e-5)
     assert json.loads((target / "preprocessing.json").read_text())["preprocessing"]["class_names"] == [
         "bird",
         "cat",

@@ -392,7 +392,7 @@ def test_predict_cli_scores_arguments_and_a_file_of_reviews(tiny_data: Path, tmp
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
 @pytest.mark.parametrize("output_format", ["torchscript", "onnx"])
-def test_export_matches_the_module(tiny_data: Path, tmp_path: Path, output_format: str) -> None:
+def test_export_matches_the_module(tiny_data: Path, tmp_path: Path, output_format: str, run_exported) -> None:
     best = _fit(tiny_data, tmp_path, "--max-epochs", "1")
     target = export(best, output_format, tmp_path / "exported")
     module = IMDBModule.load_from_checkpoint(best, map_location="cpu").eval()
@@ -400,13 +400,7 @@ def test_export_matches_the_module(tiny_data: Path, tmp_path: Path, output_forma
     token_ids[0] = 0  # an empty review: all padding
     with torch.no_grad():
         expected = module.predict_step((token_ids,), 0)
-    if output_format == "torchscript":
-        actual = torch.jit.load(str(target / "model.pt"))(token_ids)
-    else:
-        onnxruntime = pytest.importorskip("onnxruntime")
-        session = onnxruntime.InferenceSession(str(target / "model.onnx"))
-        actual = torch.from_numpy(session.run(None, {"inputs": token_ids.numpy()})[0])
-    assert torch.allclose(actual, expected, atol=1e-5)
+    assert torch.allclose(run_exported(target, output_format, token_ids), expected, atol=1e-5)
     assert json.loads((target / "preprocessing.json").read_text())["preprocessing"]["vocabulary"][:2] == [
         "<pad>",
         "<unk>",

@@ -103,30 +103,20 @@ def test_predict_covid_forecasts_and_plots(trained, capsys, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
+@pytest.mark.parametrize("output_format", ["torchscript", "onnx"])
 @pytest.mark.parametrize("task", ["titanic", "covid19"])
-def test_torchscript_export_matches_the_module(trained, capsys, tmp_path, task):
-    code, out, _ = run(export_cli.main, ["--ckpt", trained[task].best_model_path, "--format", "torchscript",
-                                         "--output-dir", str(tmp_path)], capsys)  # fmt: skip
+def test_export_matches_the_module(trained, capsys, tmp_path, run_exported, task, output_format):
+    argv = ["--ckpt", trained[task].best_model_path, "--format", output_format, "--output-dir", str(tmp_path)]
+    code, out, _ = run(export_cli.main, argv, capsys)
     assert code == 0 and str(tmp_path) in out
-    exported = torch.jit.load(str(tmp_path / "model.pt"))
     metadata = json.loads((tmp_path / "preprocessing.json").read_text())
     module = load_checkpoint(trained[task].best_model_path).module
     assert metadata["task"] == task and metadata["preprocessing"] == module.preprocessing
-    inputs = torch.rand(5, *module.example_input_array.shape[1:]) * 3
+    inputs = torch.rand(5, *module.example_input_array.shape[1:]) * 3  # another batch size than the traced one
     with torch.no_grad():
-        assert torch.allclose(exported(inputs), module.predict_step((inputs,), 0), atol=1e-5)
-
-
-@pytest.mark.parametrize("task", ["titanic", "covid19"])
-def test_onnx_export_matches_the_module(trained, tmp_path, task):
-    onnxruntime = pytest.importorskip("onnxruntime")
-    target = export_cli.export(trained[task].best_model_path, "onnx", tmp_path)
-    session = onnxruntime.InferenceSession(str(target / "model.onnx"))
-    module = load_checkpoint(trained[task].best_model_path).module
-    inputs = torch.rand(4, *module.example_input_array.shape[1:]) * 3
-    (outputs,) = session.run(None, {"inputs": inputs.numpy()})
-    with torch.no_grad():
-        assert torch.allclose(torch.from_numpy(outputs), module.predict_step((inputs,), 0), atol=1e-4)
+        assert torch.allclose(
+            run_exported(tmp_path, output_format, inputs), module.predict_step((inputs,), 0), atol=1e-5
+        )
 
 
 def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):

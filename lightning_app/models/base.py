@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
@@ -67,6 +68,27 @@ class TaskModule(pl.LightningModule):
     def to_predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Map ``forward``'s outputs to what the metrics and ``predict_step`` see."""
         return outputs
+
+    @staticmethod
+    def label_records(probabilities: torch.Tensor, class_names: Sequence[str]) -> list[dict[str, Any]]:
+        """One ``{"label", "probability", "probabilities"}`` per row, for :meth:`predict_raw` of classifiers.
+
+        ``probabilities`` is ``float[N, C]``, or ``float[N]`` of class 1 for binary tasks; ``probability`` is
+        that of the predicted (most probable) class.
+        """
+        if probabilities.ndim == 1:
+            probabilities = torch.stack([1.0 - probabilities, probabilities], dim=-1)
+        records = []
+        for row in probabilities.float().cpu().tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            records.append(
+                {
+                    "label": class_names[best],
+                    "probability": row[best],
+                    "probabilities": dict(zip(class_names, row, strict=True)),
+                }
+            )
+        return records
 
     # -- steps ----------------------------------------------------------------
     def _step(self, stage: Stage, batch: Any) -> torch.Tensor:

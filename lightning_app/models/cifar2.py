@@ -276,18 +276,7 @@ class Cifar2Module(TaskModule):
         try:
             for start in range(0, raw.shape[0], batch_size):
                 chunk = normalize_images(raw[start : start + batch_size].to(self.device), state["mean"], state["std"])
-                probs = self.to_predictions(self(chunk)).float().cpu()
-                if self.binary:
-                    probs = torch.stack([1.0 - probs, probs], dim=-1)
-                for row in probs.tolist():
-                    best = max(range(len(row)), key=row.__getitem__)
-                    results.append(
-                        {
-                            "label": self.class_names[best],
-                            "probability": row[best],
-                            "probabilities": dict(zip(self.class_names, row, strict=True)),
-                        }
-                    )
+                results += self.label_records(self.to_predictions(self(chunk)), self.class_names)
         finally:
             self.train(was_training)
         return results

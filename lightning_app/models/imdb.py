@@ -137,20 +137,7 @@ class IMDBModule(TaskModule):
         self.eval()
         probs = self.to_predictions(self(token_ids))
         self.train(was_training)
-        if self.binary:
-            probs = torch.stack([1 - probs, probs], dim=-1)
-        names = self.preprocessing["class_names"]
-        results = []
-        for row in probs.cpu().tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append(
-                {
-                    "label": names[best],
-                    "probability": row[best],
-                    "probabilities": dict(zip(names, row, strict=True)),
-                }
-            )
-        return results
+        return self.label_records(probs, self.preprocessing["class_names"])
 
     # -- TensorBoard review ---------------------------------------------------------
     def _tensorboard(self) -> TensorBoardLogger | None:
