@@ -17,22 +17,16 @@ class NonFiniteLossError(RuntimeError):
 class FiniteLossGuard(pl.Callback):
     """Stop training at the first NaN or infinite training loss, before a checkpoint can store its weights.
 
-    The check stays on the device (no host sync per step): each step folds
-    ``isfinite(loss)`` into a device tensor that remembers the first bad global
-    step and its loss. The host reads it every ``check_every_n_steps`` steps,
-    before every validation (so ``ModelCheckpoint`` never saves the damaged
-    weights) and at the end of each epoch, and then raises
-    :class:`NonFiniteLossError` naming the epoch, batch and global step.
+    Each step only queues its detached loss (no host sync per step). Every
+    ``check_every_n_steps`` steps, before every validation (so ``ModelCheckpoint``
+    never saves the damaged weights) and at the end of each epoch, the queued
+    losses are checked at once and the first non-finite one raises
+    :class:`NonFiniteLossError` naming its epoch, batch and global step.
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
         self.check_every_n_steps = check_every_n_steps
-        self._first_bad_step: torch.Tensor | None = None
-        self._first_bad_loss: torch.Tensor | None = None
-        self._epoch_start_steps: dict[int, int] = {}
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start_steps[trainer.current_epoch] = trainer.global_step
+        self._queued: list[tuple[int, int, int, torch.Tensor]] = []  # (epoch, batch, global step, loss)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -40,15 +34,9 @@ class FiniteLossGuard(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        loss = loss.detach().float()
-        if self._first_bad_step is None or self._first_bad_step.device != loss.device:
-            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._first_bad_loss = torch.zeros((), device=loss.device)
-        first_time_bad = ~torch.isfinite(loss) & (self._first_bad_step < 0)
         # global_step has already counted this batch's optimizer step, hence the - 1.
-        self._first_bad_step = torch.where(first_time_bad, trainer.global_step - 1, self._first_bad_step)
-        self._first_bad_loss = torch.where(first_time_bad, loss, self._first_bad_loss)
-        if (batch_idx + 1) % self.check_every_n_steps == 0:
+        self._queued.append((trainer.current_epoch, batch_idx, trainer.global_step - 1, loss.detach()))
+        if len(self._queued) >= self.check_every_n_steps:
             self._raise_if_bad(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -59,15 +47,16 @@ class FiniteLossGuard(pl.Callback):
         self._raise_if_bad(trainer)
 
     def _raise_if_bad(self, trainer: pl.Trainer) -> None:
-        if self._first_bad_step is None:
+        if not self._queued:
             return
-        step = int(self._first_bad_step)
-        if step < 0:
+        losses = torch.stack([loss.float() for *_, loss in self._queued])
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):  # the one host sync per check
+            self._queued.clear()
             return
-        loss = float(self._first_bad_loss)
-        epoch = max((e for e, start in self._epoch_start_steps.items() if start <= step), default=0)
-        batch = step - self._epoch_start_steps.get(epoch, 0)
-        kind = "NaN" if math.isnan(loss) else "infinite"
+        first = int((~finite).nonzero()[0])
+        epoch, batch, step, _ = self._queued[first]
+        kind = "NaN" if math.isnan(float(losses[first])) else "infinite"
         saved = [path for callback in trainer.checkpoint_callbacks if (path := callback.best_model_path)]
         kept = f"checkpoints saved before it are intact in {Path(saved[0]).parent}" if saved else "no checkpoint saved"
         raise NonFiniteLossError(
