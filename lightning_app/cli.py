@@ -27,13 +27,13 @@ def task_help() -> str:
     return "\n".join(lines)
 
 
-def _limit(value: str) -> float | int:
+def parse_limit(value: str) -> float | int:
     """Lightning's limit_*_batches: an int is a number of batches, a float a fraction."""
     number = float(value)
     return int(number) if number.is_integer() and "." not in value else number
 
 
-def _devices(value: str) -> str | int:
+def parse_devices(value: str) -> str | int:
     return int(value) if value.isdigit() else value
 
 
@@ -46,7 +46,7 @@ def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpus", type=int, metavar="N", help="train on N CUDA GPUs (the tutorial's switch)")
     group.add_argument("--tpu-cores", type=int, metavar="N", help="train on N TPU cores (needs torch_xla)")
     group.add_argument("--accelerator", default="auto", help="cpu, gpu, tpu, mps or auto (default: auto)")
-    group.add_argument("--devices", type=_devices, default="auto", help="number of devices, a list or auto")
+    group.add_argument("--devices", type=parse_devices, default="auto", help="number of devices, a list or auto")
     group.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn, fsdp, ... (default: auto)")
     group.add_argument("--num-nodes", type=int, default=1, help="machines for multi-node DDP (default: 1)")
     group.add_argument("--precision", default="32-true", help="32-true, 16-mixed, bf16-mixed, ... (default: 32-true)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lightning_app.cli import _limit, add_data_arguments, add_hardware_arguments, run_cli, task_help
+from lightning_app.cli import add_data_arguments, add_hardware_arguments, parse_limit, run_cli, task_help
 from lightning_app.registry import TASKS
 from lightning_app.training import FitConfig, fit, format_summary
 
@@ -40,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast-dev-run", type=int, nargs="?", const=1, default=0, metavar="N",
         help="run N (default 1) batches of train/val/test, no checkpoints or logs",
     )  # fmt: skip
-    quick.add_argument("--limit-train-batches", type=_limit, default=None, metavar="N|FRACTION")
-    quick.add_argument("--limit-val-batches", type=_limit, default=None, metavar="N|FRACTION")
-    quick.add_argument("--limit-test-batches", type=_limit, default=None, metavar="N|FRACTION")
+    quick.add_argument("--limit-train-batches", type=parse_limit, default=None, metavar="N|FRACTION")
+    quick.add_argument("--limit-val-batches", type=parse_limit, default=None, metavar="N|FRACTION")
+    quick.add_argument("--limit-test-batches", type=parse_limit, default=None, metavar="N|FRACTION")
     output = parser.add_argument_group("output")
     output.add_argument("--log-dir", default="runs", help="TensorBoard logs and checkpoints go here (default: runs)")
     output.add_argument("--no-progress-bar", dest="enable_progress_bar", action="store_false")

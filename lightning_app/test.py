@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from lightning_app.cli import HARDWARE_FLAGS, _limit, add_data_arguments, add_hardware_arguments, run_cli
+from lightning_app.cli import HARDWARE_FLAGS, add_data_arguments, add_hardware_arguments, parse_limit, run_cli
 from lightning_app.inference import load_checkpoint
 from lightning_app.registry import TASKS
 from lightning_app.tables import metrics_table
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--ckpt", required=True, help="checkpoint written by python -m lightning_app.fit")
     parser.add_argument("--format", choices=["table", "json"], default="table", dest="output_format")
-    parser.add_argument("--limit-test-batches", type=_limit, default=None, metavar="N|FRACTION")
+    parser.add_argument("--limit-test-batches", type=parse_limit, default=None, metavar="N|FRACTION")
     add_data_arguments(parser)
     add_hardware_arguments(parser)
     return parser
