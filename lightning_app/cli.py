@@ -64,24 +64,25 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
 
 
+#: Errors the command lines report in one line, without a traceback: (type, message prefix, exit code).
+ONE_LINE_ERRORS: tuple[tuple[type[Exception], str, int], ...] = (
+    (UsageError, "error", 2),
+    (DataError, "data error", 1),
+    (DownloadError, "download failed", 1),
+    (NonFiniteLossError, "training stopped", 1),
+)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main``; a bad flag or bad data ends with a one-line error and exit code 2 or 1."""
     prog = "lightning_app"
     silence_harmless_warnings()
     try:
         return main(argv)
-    except UsageError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except DataError as err:
-        print(f"{prog}: data error: {err}", file=sys.stderr)
-        return 1
-    except DownloadError as err:
-        print(f"{prog}: download failed: {err}", file=sys.stderr)
-        return 1
-    except NonFiniteLossError as err:
-        print(f"{prog}: training stopped: {err}", file=sys.stderr)
-        return 1
+    except tuple(error for error, _, _ in ONE_LINE_ERRORS) as err:
+        prefix, code = next((prefix, code) for error, prefix, code in ONE_LINE_ERRORS if isinstance(err, error))
+        print(f"{prog}: {prefix}: {err}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -84,3 +84,20 @@ def run_exported_model(target: Path, output_format: str, inputs: torch.Tensor) -
 @pytest.fixture
 def run_exported() -> Callable[[Path, str, torch.Tensor], torch.Tensor]:
     return run_exported_model
+
+
+def _write_image_and_text_run(run_dir: Path, text: str = "a review the model got wrong") -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir)) as writer:
+        for step in (0, 1):
+            writer.add_scalar("train/loss", 1.0 - step / 4, step)
+            writer.add_scalar("val/loss", 1.1 - step / 4, step)
+        writer.add_image("val/predictions", torch.rand(3, 8, 8), 1)
+        writer.add_text("val/examples", text, 1)
+
+
+@pytest.fixture(scope="session")
+def write_image_and_text_run() -> Callable[..., None]:
+    """Writes a small run holding what the image and text tasks log (an image, a text), for the review checks."""
+    return _write_image_and_text_run

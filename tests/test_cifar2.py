@@ -306,19 +306,8 @@ def test_cli_end_to_end_on_a_slice_of_cifar2(
     assert "cifar2 (tutorial) finished" in capsys.readouterr().out
 
 
-def test_three_class_tree_trains_and_predicts_class_names(tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "data", ["bird", "cat", "dog"], train_per_class=16, test_per_class=3)
-    result = fit(
-        FitConfig(
-            task="cifar2",
-            data_dir=str(root),
-            cache_dir=str(tmp_path / "cache"),
-            log_dir=str(tmp_path / "runs"),
-            max_epochs=1,
-            batch_size=16,
-            enable_progress_bar=False,
-        )
-    )
+def test_three_class_tree_trains_and_predicts_class_names(three_class_run) -> None:
+    root, result = three_class_run
     assert {"test/acc", "test/acc_bird", "test/acc_cat", "test/acc_dog"} <= set(result.metrics)
     assert "test/auroc" not in result.metrics
 

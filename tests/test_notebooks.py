@@ -7,9 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from nbclient import NotebookClient
-from torch.utils.tensorboard import SummaryWriter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -64,14 +62,9 @@ def test_notebook_runs_in_fast_mode(notebook_path, tmp_path, monkeypatch):
     assert list(tmp_path.glob("runs/notebooks/*/version_0/events.out.tfevents.*"))
 
 
-def test_review_notebook_shows_logged_images_and_text(tmp_path, monkeypatch):
+def test_review_notebook_shows_logged_images_and_text(tmp_path, monkeypatch, write_image_and_text_run):
     run_dir = tmp_path / "image_text_run"
-    with SummaryWriter(str(run_dir)) as writer:
-        for step in (0, 1):
-            writer.add_scalar("train/loss", 1.0 - step / 2, step)
-            writer.add_scalar("val/loss", 1.1 - step / 2, step)
-        writer.add_image("val/predictions", torch.rand(3, 8, 8), 1)
-        writer.add_text("val/examples", "a review the model got **wrong**", 1)
+    write_image_and_text_run(run_dir, "a review the model got **wrong**")
 
     executed = execute(REPO_ROOT / "notebooks" / "review_run.ipynb", tmp_path, monkeypatch, RUN_DIR=str(run_dir))
     # One PNG for the curves, one for the logged image; the text comes back as Markdown.

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from lightning_app.tensorboard import read_hparams, read_images, read_scalars, read_texts
 
@@ -71,18 +69,8 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, log: 
     pytest.fail(f"TensorBoard: {what} within {timeout_s} s; its log:\n{log.read_text()[-3000:]}")
 
 
-def write_extras_run(run_dir: Path) -> None:
-    """A run with what image and text tasks log, so those checks have something to find."""
-    with SummaryWriter(str(run_dir)) as writer:
-        for step in (0, 1):
-            writer.add_scalar("train/loss", 1.0 - step / 4, step)
-            writer.add_scalar("val/loss", 1.1 - step / 4, step)
-        writer.add_image("val/predictions", torch.rand(3, 8, 8), 1)
-        writer.add_text("val/examples", "a review the model got wrong", 1)
-
-
 @pytest.fixture(scope="module", params=["titanic", "covid19"])
-def runs(request, trained, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(request, trained, tmp_path_factory: pytest.TempPathFactory, write_image_and_text_run) -> dict[str, Path]:
     """``{TensorBoard run name: run folder}`` of one task's logdir: a copy of its trained run, and the extras run.
 
     One logdir per task, as ``tensorboard --logdir runs/<task>`` opens it: the HPARAMS tab takes its columns
@@ -93,7 +81,7 @@ def runs(request, trained, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     source = Path(trained[task].log_dir)
     name = f"{task}/{source.name}"
     shutil.copytree(source, logdir / name, ignore=shutil.ignore_patterns("checkpoints"))
-    write_extras_run(logdir / EXTRAS_RUN)
+    write_image_and_text_run(logdir / EXTRAS_RUN)
     return {name: logdir / name, EXTRAS_RUN: logdir / EXTRAS_RUN}
 
 
