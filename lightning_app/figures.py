@@ -7,6 +7,7 @@ renders them with Agg.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import torch
@@ -56,5 +57,30 @@ def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str])
             color = "white" if value > threshold else "black"
             axis.text(column, row, str(value), ha="center", va="center", color=color)
     axis.set_title("validation confusion matrix", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def forecast_figure(
+    history_dates: Sequence[str],
+    history: torch.Tensor,
+    forecast_dates: Sequence[str],
+    forecast: torch.Tensor,
+    columns: Sequence[str],
+) -> Figure:
+    """One panel per series: observed daily values ``float[T, C]`` then the dashed ``float[D, C]`` forecast."""
+    figure = Figure(figsize=(9, 2.6 * len(columns)))
+    axes = figure.subplots(len(columns), 1, sharex=True, squeeze=False)[:, 0]
+    dates = [dt.date.fromisoformat(d) for d in history_dates]
+    future = [dt.date.fromisoformat(d) for d in forecast_dates]
+    for i, (axis, name) in enumerate(zip(axes, columns, strict=True)):
+        axis.plot(dates, history[:, i].tolist(), label="observed", color="tab:blue")
+        bridge = [float(history[-1, i]), *forecast[:, i].tolist()]
+        axis.plot([dates[-1], *future], bridge, "--", label="forecast", color="tab:orange")
+        axis.set_ylabel(f"{name}\nper day")
+        axis.grid(alpha=0.3)
+    axes[0].legend(loc="upper right")
+    axes[0].set_title("COVID-19 daily increments: history and forecast")
+    figure.autofmt_xdate()
     figure.tight_layout()
     return figure

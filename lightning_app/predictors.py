@@ -19,6 +19,7 @@ from datamodules.covid import daily_differences
 from datamodules.errors import DataError
 from datamodules.titanic import INPUT_COLUMNS, parse_passenger
 from lightning_app.errors import UsageError
+from lightning_app.figures import forecast_figure
 
 
 @dataclass
@@ -150,32 +151,8 @@ def predict_covid19(module, request: PredictRequest) -> Prediction:
     written = []
     if request.plot_path is not None:
         history = daily_differences(cumulative)
-        _plot_forecast(
-            state["dates"][1:], history, [r["date"] for r in records], increments, columns, request.plot_path
-        )
+        figure = forecast_figure(state["dates"][1:], history, [r["date"] for r in records], increments, columns)
+        request.plot_path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(request.plot_path, dpi=100)
         written.append(request.plot_path)
     return Prediction(records, all_columns, all_columns, written)
-
-
-def _plot_forecast(history_dates, history, forecast_dates, forecast, columns, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(len(columns), 1, figsize=(9, 2.6 * len(columns)), sharex=True)
-    dates = [dt.date.fromisoformat(d) for d in history_dates]
-    future = [dt.date.fromisoformat(d) for d in forecast_dates]
-    for i, (axis, name) in enumerate(zip(axes, columns, strict=True)):
-        axis.plot(dates, history[:, i].tolist(), label="observed", color="tab:blue")
-        axis.plot([dates[-1], *future], [float(history[-1, i]), *forecast[:, i].tolist()], "--", label="forecast",
-                  color="tab:orange")  # fmt: skip
-        axis.set_ylabel(f"{name}\nper day")
-        axis.grid(alpha=0.3)
-    axes[0].legend(loc="upper right")
-    axes[0].set_title("COVID-19 daily increments: history and forecast")
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
