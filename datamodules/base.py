@@ -145,3 +145,18 @@ def parse_float(path: Path, line: int, column: str, value: str, allow_missing: b
     if number != number or number in (float("inf"), float("-inf")):
         raise DataError(path, f"column '{column}' has non-finite value {value!r}", line=line)
     return number
+
+
+def train_val_split(
+    count: int, val_fraction: float, seed: int, source: Path, what: str = "data"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded ``(train_index, val_index)`` over ``count`` training rows, the validation part first in the shuffle.
+
+    Raises :class:`DataError` naming ``source`` (and ``what`` a row is) when too few rows are left to train on.
+    """
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, round(count * val_fraction))
+    if n_val >= count:
+        problem = f"{count} {what} row(s) are too few to hold out {n_val} for validation and train on the rest"
+        raise DataError(source, problem)
+    return order[n_val:], order[:n_val]

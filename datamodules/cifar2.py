@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from datamodules.base import PACKAGED_DATA_DIR, BatchIndexedTensors, TaskDataModule
+from datamodules.base import PACKAGED_DATA_DIR, BatchIndexedTensors, TaskDataModule, train_val_split
 from datamodules.cache import cached_tensors, default_cache_dir, file_digest
 from datamodules.errors import DataError
 
@@ -355,15 +355,13 @@ class Cifar2DataModule(TaskDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        tensors, class_names = self._decoded(self.image_root())
+        root = self.image_root()
+        tensors, class_names = self._decoded(root)
         images, labels = tensors["train_images"], tensors["train_labels"]
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        order = torch.randperm(images.shape[0], generator=generator)
-        n_val = max(1, round(images.shape[0] * self.hparams.val_fraction))
-        if n_val >= images.shape[0]:
-            raise DataError(self.image_root() / "train", f"{images.shape[0]} image(s): too few to split off validation")
         # Kept in shuffled order: a slice of the validation set (limit_val_batches) then holds every class.
-        val_index, train_index = order[:n_val], order[n_val:]
+        train_index, val_index = train_val_split(
+            images.shape[0], self.hparams.val_fraction, self.hparams.seed, root / "train", "image"
+        )
         train_images = images[train_index]
         self.class_names = class_names
         self.mean, self.std = channel_stats(train_images)

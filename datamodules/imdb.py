@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.base import BatchIndexedTensors, TaskDataModule
+from datamodules.base import BatchIndexedTensors, TaskDataModule, train_val_split
 from datamodules.cache import cached_tensors, default_cache_dir, file_digest, key_digest
 from datamodules.errors import DataError
 
@@ -322,11 +322,7 @@ class IMDBDataModule(TaskDataModule):
         test_raw, test_texts, test_numbers = read_labeled_texts(test_path)
         test_labels = encode_labels(test_path, test_raw, test_numbers, values)
 
-        order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(hp.seed))
-        n_val = max(1, round(len(texts) * hp.val_fraction))
-        if n_val >= len(texts):
-            raise DataError(train_path, f"{len(texts)} row(s) are too few to hold out a validation split")
-        val_idx, train_idx = order[:n_val], order[n_val:]
+        train_idx, val_idx = train_val_split(len(texts), hp.val_fraction, hp.seed, train_path, "review")
 
         tokenize = get_tokenizer(hp.tokenizer)
         tokens = [tokenize(text) for text in texts]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, read_csv_rows
+from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, read_csv_rows, train_val_split
 from datamodules.errors import DataError
 
 FeatureSet = Literal["tutorial", "extended"]
@@ -266,16 +266,11 @@ class TitanicDataModule(TaskDataModule):
             return
         train_path = self.require_file("train.csv")
         passengers = read_passengers(train_path)
-        order = torch.randperm(len(passengers), generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
-        n_val = max(1, round(len(passengers) * self.hparams.val_fraction))
-        if len(passengers) - n_val < 1:
-            raise DataError(
-                train_path,
-                f"{len(passengers)} passenger row(s) are too few to hold out {n_val} for validation and train on "
-                "the rest",
-            )
-        train = [passengers[i] for i in order[n_val:]]
-        val = [passengers[i] for i in order[:n_val]]
+        train_index, val_index = train_val_split(
+            len(passengers), self.hparams.val_fraction, self.hparams.seed, train_path, "passenger"
+        )
+        train = [passengers[i] for i in train_index.tolist()]
+        val = [passengers[i] for i in val_index.tolist()]
         test = read_passengers(self.require_file("test.csv"))
 
         state: dict[str, Any] = {"feature_set": self.hparams.feature_set}
