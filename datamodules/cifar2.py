@@ -23,10 +23,6 @@ files with the same code (:func:`load_images`, :func:`normalize_images`).
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tarfile
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +30,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from PIL import Image
 
 from datamodules.base import PACKAGED_DATA_DIR, BatchIndexedTensors, TaskDataModule, train_val_split
 from datamodules.cache import cached_tensors, default_cache_dir, file_digest
+from datamodules.download import safe_extract
 from datamodules.errors import DataError
 
 OnBadImage = Literal["error", "skip"]
@@ -222,25 +220,16 @@ def extract_packaged_archive(cache_dir: Path, archive: Path = PACKAGED_ARCHIVE) 
     """Extract the bundled archive once into ``cache_dir`` and return the folder holding ``train/`` and ``test/``.
 
     The target folder is named after the archive's SHA-256, so a new archive is
-    extracted afresh; extraction goes to a temporary folder that is renamed into
-    place, and uses tarfile's ``"data"`` filter (no links out of the folder, no
-    device files, no absolute paths).
+    extracted afresh. Extraction is :func:`datamodules.download.safe_extract`
+    (members checked, staging folder renamed into place), under a file lock so
+    concurrent processes extract once.
     """
     digest = file_digest(archive)
     target = cache_dir / f"cifar2-images-{digest[:16]}"
-    if not (target / ARCHIVE_ROOT / "train").is_dir():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".extract-"))
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(staging, filter="data")
-            try:
-                os.rename(staging, target)
-            except OSError:
-                if not (target / ARCHIVE_ROOT / "train").is_dir():  # not a concurrent extraction that won
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / ARCHIVE_ROOT / "train").is_dir():
+            safe_extract(archive, target)
     return target / ARCHIVE_ROOT
 
 
