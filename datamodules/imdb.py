@@ -114,18 +114,27 @@ def vocabulary_index(vocabulary: Sequence[str]) -> dict[str, int]:
     return {token: i for i, token in enumerate(vocabulary) if i >= len(RESERVED_TOKENS)}
 
 
+def encode_token_lists(
+    token_lists: Iterable[Sequence[str]], index: dict[str, int], max_len: int, truncate: Side, pad: Side
+) -> torch.Tensor:
+    """:func:`encode` each token list: ``int32[N, max_len]``."""
+    rows = [encode(tokens, index, max_len, truncate, pad) for tokens in token_lists]
+    return torch.tensor(rows, dtype=torch.int32).reshape(len(rows), max_len)
+
+
 def encode_texts(texts: Sequence[str], state: dict[str, Any], index: dict[str, int] | None = None) -> torch.Tensor:
     """Tokenise and encode raw texts with a ``preprocessing_state``: ``int32[len(texts), max_len]``."""
     tokenize = get_tokenizer(state["tokenizer"])
     index = index if index is not None else vocabulary_index(state["vocabulary"])
-    rows = [encode(tokenize(text), index, state["max_len"], state["truncate"], state["pad"]) for text in texts]
-    return torch.tensor(rows, dtype=torch.int32).reshape(len(texts), state["max_len"])
+    return encode_token_lists(
+        (tokenize(text) for text in texts), index, state["max_len"], state["truncate"], state["pad"]
+    )
 
 
 # -- reading files ---------------------------------------------------------------
 
 
-def _read_text_lines(path: Path) -> list[str]:
+def read_text_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 file (gzip-compressed if it ends in ``.gz``), split on ``\\n`` only.
 
     ``str.splitlines`` would also split on U+0085 (NEL), which some reviews contain.
@@ -155,7 +164,7 @@ def read_labeled_texts(path: str | Path) -> tuple[list[str], list[str], list[int
     column, a row with the wrong number of fields or an empty label.
     """
     path = Path(path)
-    lines = _read_text_lines(path)
+    lines = read_text_lines(path)
     if not lines:
         raise DataError(path, "file is empty (expected a header row with 'label' and 'text' columns)")
     header = [name.strip() for name in lines[0].split("\t")]
@@ -330,8 +339,7 @@ class IMDBDataModule(TaskDataModule):
         index = vocabulary_index(vocabulary)
 
         def ids(token_lists: Iterable[Sequence[str]]) -> torch.Tensor:
-            rows = [encode(t, index, hp.max_len, hp.truncate, hp.pad) for t in token_lists]
-            return torch.tensor(rows, dtype=torch.int32).reshape(len(rows), hp.max_len)
+            return encode_token_lists(token_lists, index, hp.max_len, hp.truncate, hp.pad)
 
         all_train_ids = ids(tokens)
         examples = val_idx[: hp.num_examples].tolist()

@@ -17,6 +17,7 @@ import torch
 from datamodules.base import read_csv_rows
 from datamodules.covid import daily_differences
 from datamodules.errors import DataError
+from datamodules.imdb import read_text_lines
 from datamodules.titanic import INPUT_COLUMNS, parse_passenger
 from lightning_app.errors import UsageError
 from lightning_app.figures import forecast_figure
@@ -67,24 +68,14 @@ def predict_titanic(module, request: PredictRequest) -> Prediction:
     return Prediction(records, [*shown, *added], [*input_columns, *added])
 
 
-def _read_lines(path: Path) -> list[str]:
-    """One input per line; split on ``\\n`` only (reviews may hold other Unicode line breaks)."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(path, f"not UTF-8 text ({err.reason})", line=line) from None
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
-        raise DataError(path, "file is empty (expected one input per line)")
-    return lines
-
-
 def predict_imdb(module, request: PredictRequest) -> Prediction:
     """Score review strings given as arguments and/or one per line of ``--input-file``."""
-    texts = list(request.inputs) + (_read_lines(request.input_file) if request.input_file else [])
+    from_file = []
+    if request.input_file is not None:
+        from_file = read_text_lines(request.input_file)  # split on "\n" only: reviews may hold U+0085
+        if not from_file:
+            raise DataError(request.input_file, "file is empty (expected one review per line)")
+    texts = [*request.inputs, *from_file]
     if not texts:
         raise UsageError("give review texts as arguments or --input-file FILE (one review per line)")
     records = [
