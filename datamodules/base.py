@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,60 @@ def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
 
+class TensorBatchLoader:
+    """Batches cut straight from stacked tensors, for one process without loader workers.
+
+    Yields ``tuple(tensor[index] for tensor in dataset.tensors)`` for each run of
+    ``batch_size`` row indices: no sampler producing Python ints, no collation,
+    and, when the tensors already sit on the training device (see
+    :meth:`TaskDataModule.dataset_on_device`), no host-to-device copy per batch.
+    It draws from torch's global generator what a ``DataLoader`` (with
+    ``shuffle``, a ``RandomSampler``) draws, so a seeded run sees the same batches
+    and random numbers as with a ``DataLoader``.
+    """
+
+    def __init__(self, dataset: BatchIndexedTensors, batch_size: int, shuffle: bool) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        tensors = self.dataset.tensors
+        count, size = len(self.dataset), self.batch_size
+        # A DataLoader's iterator draws its workers' base seed from the global generator, and RandomSampler
+        # then draws the seed of its permutation: draw the same numbers, so that everything seeded after
+        # (the permutation, dropout masks, later epochs) matches a run with a DataLoader.
+        seed = _draw_seed()
+        if not self.shuffle:
+            for start in range(0, count, size):
+                yield tuple(tensor[start : start + size] for tensor in tensors)
+            return
+        seed = _draw_seed()
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).to(tensors[0].device)
+        for start in range(0, count, size):
+            index = order[start : start + size]
+            yield tuple(tensor.index_select(0, index) for tensor in tensors)
+
+
+def _draw_seed() -> int:
+    return int(torch.empty((), dtype=torch.int64).random_().item())
+
+
+#: A dataset is copied to the GPU once when it takes at most this share of the GPU's free memory.
+RESIDENT_SHARE_OF_FREE_MEMORY = 0.25
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether ``nbytes`` of data may stay resident on ``device`` (CUDA only: other devices get batches copied)."""
+    if device.type != "cuda":
+        return False
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= RESIDENT_SHARE_OF_FREE_MEMORY * free_bytes
+
+
 class TaskDataModule(pl.LightningDataModule):
     """A LightningDataModule that also tells the model what it needs to know.
 
@@ -60,11 +116,15 @@ class TaskDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._device_copies: dict[tuple[int, str], BatchIndexedTensors] = {}
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader | TensorBatchLoader:
         if dataset is None:
             raise RuntimeError(f"call {type(self).__name__}.setup() before asking for a dataloader")
         workers = self.hparams.num_workers
+        single_process = self.trainer is None or self.trainer.world_size == 1
+        if isinstance(dataset, BatchIndexedTensors) and workers == 0 and single_process:
+            return TensorBatchLoader(self.dataset_on_device(dataset), self.hparams.batch_size, shuffle)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -75,16 +135,31 @@ class TaskDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def dataset_on_device(self, dataset: BatchIndexedTensors) -> BatchIndexedTensors:
+        """``dataset`` copied once to the trainer's GPU when it fits there (see :func:`fits_on_device`), else itself."""
+        if self.trainer is None:
+            return dataset
+        device = self.trainer.strategy.root_device
+        key = (id(dataset), str(device))
+        if key not in self._device_copies:
+            nbytes = sum(tensor.nbytes for tensor in dataset.tensors)
+            self._device_copies[key] = (
+                type(dataset)(*(tensor.to(device) for tensor in dataset.tensors))
+                if fits_on_device(nbytes, device)
+                else dataset
+            )
+        return self._device_copies[key]
+
+    def train_dataloader(self) -> DataLoader | TensorBatchLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | TensorBatchLoader:
         return self._loader(self.val_set, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | TensorBatchLoader:
         return self._loader(self.test_set, shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader | TensorBatchLoader:
         return self.test_dataloader()
 
     def model_kwargs(self) -> dict[str, Any]:
