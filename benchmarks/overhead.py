@@ -24,7 +24,13 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_app.registry import TASKS
-from lightning_app.training import FitConfig, build_datamodule_and_module, fit, resolve_config
+from lightning_app.training import (
+    FitConfig,
+    build_datamodule_and_module,
+    fit,
+    resolve_config,
+    training_steps_per_epoch,
+)
 from lightning_app.warning_filters import silence_harmless_warnings
 
 
@@ -99,12 +105,21 @@ class OverheadResult:
     task: str
     model: str
     batch_size: int
+    steps_per_epoch: int
     lightning: list[float]  # median seconds per epoch, one per repeat
     plain: list[float]
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.lightning) / statistics.median(self.plain)
+
+    @property
+    def lightning_ms_per_step(self) -> float:
+        return 1000 * statistics.median(self.lightning) / self.steps_per_epoch
+
+    @property
+    def plain_ms_per_step(self) -> float:
+        return 1000 * statistics.median(self.plain) / self.steps_per_epoch
 
 
 def measure_overhead(
@@ -118,7 +133,9 @@ def measure_overhead(
     for _ in range(repeats):
         lightning.append(statistics.median(lightning_epoch_seconds(base)[1:]))
         plain.append(statistics.median(plain_epoch_seconds(base)[1:]))
-    return OverheadResult(task, resolved.model, resolved.batch_size, lightning, plain)
+    datamodule, _ = build_datamodule_and_module(resolved)
+    steps = training_steps_per_epoch(resolved, datamodule)
+    return OverheadResult(task, resolved.model, resolved.batch_size, steps, lightning, plain)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -130,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = measure_overhead(args.task, args.model, args.epochs, args.repeats)
     print(f"{result.task}/{result.model} batch {result.batch_size}: lightning {result.lightning} s/epoch, "
-          f"plain {result.plain} s/epoch, ratio {result.ratio:.3f}")  # fmt: skip
+          f"plain {result.plain} s/epoch, ratio {result.ratio:.3f}, {result.lightning_ms_per_step:.2f} vs "
+          f"{result.plain_ms_per_step:.2f} ms/step")  # fmt: skip
 
 
 if __name__ == "__main__":

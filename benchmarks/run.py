@@ -92,6 +92,7 @@ def spread(values: Sequence[float], digits: int = 3) -> str:
 class Settings:
     repeats: int = 3
     quick: bool = False
+    compile: bool = True
     hardware: dict = field(default_factory=dict)
 
     def fit_overrides(self) -> dict:
@@ -102,11 +103,15 @@ class Settings:
 def overhead_section(tasks: Sequence[str], settings: Settings) -> Section:
     section = Section(
         "Lightning overhead per training epoch (this project's fit vs a plain loop)",
-        ["task / model", "batch size", "fit s/epoch", "plain loop s/epoch", "ratio"],
+        [
+            *("task / model", "batch size", "steps/epoch", "fit s/epoch", "plain loop s/epoch", "ratio"),
+            *("fit ms/step", "plain ms/step"),
+        ],
         note=(
             "Same module, loss, optimizer and batches; validation excluded on both sides; at most "
             f"{OVERHEAD_BATCH_LIMIT} batches per epoch; first epoch dropped, median of the rest, then median "
-            "(min-max) over the repeats."
+            "(min-max) over the repeats. ms/step is the median epoch divided by its steps, so the fit side "
+            "includes Lightning's per-epoch costs."
         ),
     )
     epochs = 3 if settings.quick else 4
@@ -116,33 +121,67 @@ def overhead_section(tasks: Sequence[str], settings: Settings) -> Section:
             result = measure_overhead(
                 task, model, epochs, settings.repeats, limit_train_batches=limit, **settings.hardware
             )
-            section.rows.append([f"{task} / {result.model}", str(result.batch_size), spread(result.lightning, 4),
-                                 spread(result.plain, 4), f"{result.ratio:.2f}"])  # fmt: skip
+            section.rows.append([f"{task} / {result.model}", str(result.batch_size), str(result.steps_per_epoch),
+                                 spread(result.lightning, 4), spread(result.plain, 4), f"{result.ratio:.2f}",
+                                 f"{result.lightning_ms_per_step:.2f}", f"{result.plain_ms_per_step:.2f}"])  # fmt: skip
     return section
 
 
-def time_to_target_section(tasks: Sequence[str], settings: Settings) -> Section:
+@dataclass
+class TargetRuns:
+    """The default model of one task fitted once per seed."""
+
+    metric: list[float]
+    reached: list[bool]
+    train_seconds: list[float]
+    run_seconds: list[float]
+    epochs: int
+
+
+def fit_to_target(task: str, settings: Settings, compile: bool = False) -> TargetRuns:
+    target = TARGETS[task]
+    runs = TargetRuns([], [], [], [], epochs=0)
+    for seed in range(settings.repeats):
+        with tempfile.TemporaryDirectory() as scratch:
+            config = FitConfig(task=task, seed=seed, log_dir=scratch, enable_progress_bar=False, compile=compile,
+                               **settings.fit_overrides())  # fmt: skip
+            result = fit(config)
+        runs.epochs = config.max_epochs or TASKS[task].variant(None).max_epochs
+        runs.metric.append(result.metrics[target.metric])
+        runs.reached.append(target.reached(result.metrics))
+        runs.train_seconds.append(result.train_seconds)
+        runs.run_seconds.append(result.seconds)
+    return runs
+
+
+def time_to_target_section(eager: dict[str, TargetRuns]) -> Section:
     section = Section(
         "Time to the target test metric (default model, registry defaults)",
         ["task", "target", "test metric", "reached", "train s (trainer.fit)", "whole run s", "epochs"],
         note="One run per seed (seeds 0..repeats-1); the whole run includes data set-up and testing.",
     )
-    for task in tasks:
-        target = TARGETS[task]
-        values, reached, train_seconds, run_seconds = [], [], [], []
-        epochs = None
-        for seed in range(settings.repeats):
-            with tempfile.TemporaryDirectory() as scratch:
-                config = FitConfig(task=task, seed=seed, log_dir=scratch, enable_progress_bar=False,
-                                   **settings.fit_overrides())  # fmt: skip
-                result = fit(config)
-            epochs = config.max_epochs or TASKS[task].variant(None).max_epochs
-            values.append(result.metrics[target.metric])
-            reached.append(target.reached(result.metrics))
-            train_seconds.append(result.train_seconds)
-            run_seconds.append(result.seconds)
-        section.rows.append([task, target.describe(), spread(values, 4), f"{sum(reached)}/{len(reached)}",
-                             spread(train_seconds, 1), spread(run_seconds, 1), str(epochs)])  # fmt: skip
+    for task, runs in eager.items():
+        section.rows.append([task, TARGETS[task].describe(), spread(runs.metric, 4),
+                             f"{sum(runs.reached)}/{len(runs.reached)}", spread(runs.train_seconds, 1),
+                             spread(runs.run_seconds, 1), str(runs.epochs)])  # fmt: skip
+    return section
+
+
+def compile_section(eager: dict[str, TargetRuns], settings: Settings) -> Section:
+    """The default runs again with ``--compile``, beside the eager ones."""
+    section = Section(
+        "torch.compile (fit --compile) against eager, default model",
+        ["task", "eager train s", "compiled train s", "speed-up", "eager test metric", "compiled test metric"],
+        note=(
+            "Same seeds and settings as the time-to-target runs; the compiled train time includes compiling "
+            "(training and evaluation graphs). Inductor's on-disk cache is warm after the first compiled run."
+        ),
+    )
+    for task, runs in eager.items():
+        compiled = fit_to_target(task, settings, compile=True)
+        speedup = statistics.median(runs.train_seconds) / statistics.median(compiled.train_seconds)
+        section.rows.append([task, spread(runs.train_seconds, 1), spread(compiled.train_seconds, 1),
+                             f"{speedup:.2f}x", spread(runs.metric, 4), spread(compiled.metric, 4)])  # fmt: skip
     return section
 
 
@@ -226,6 +265,7 @@ def machine_description(settings: Settings) -> list[str]:
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}; {platform.platform()}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, "
         f"pytorch-lightning {pl.__version__}, torchmetrics {torchmetrics.__version__}",
+        f"- settings: {', '.join(f'{key} {value}' for key, value in settings.hardware.items())}",
         f"- repeats: {settings.repeats}{' (quick smoke settings: not representative)' if settings.quick else ''}",
     ]
 
@@ -237,7 +277,10 @@ def run(tasks: Sequence[str], settings: Settings, output: Path) -> str:
     for task in tasks:
         if task in TASK_BENCHMARKS:
             sections += TASK_BENCHMARKS[task](settings)
-    sections.append(time_to_target_section(tasks, settings))
+    eager = {task: fit_to_target(task, settings) for task in tasks}
+    sections.append(time_to_target_section(eager))
+    if settings.compile:
+        sections.append(compile_section(eager, settings))
     text = "\n".join(["# Benchmark results", "", *machine_description(settings), "", ""])
     text += "\n\n".join(section.markdown() for section in sections) + "\n"
     atomic_write_bytes(output, text.encode())
@@ -250,10 +293,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny settings to check the harness runs")
     parser.add_argument("--gpus", type=int, default=None, help="run every measurement on N GPUs")
+    parser.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on a GPU (default: 32-true)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile runs")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     hardware = {"gpus": args.gpus} if args.gpus else {"accelerator": "cpu"}
-    settings = Settings(repeats=1 if args.quick else args.repeats, quick=args.quick, hardware=hardware)
+    hardware["precision"] = args.precision
+    settings = Settings(
+        repeats=1 if args.quick else args.repeats, quick=args.quick, compile=args.compile, hardware=hardware
+    )
     print(run(args.tasks, settings, args.output))
 
 

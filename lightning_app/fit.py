@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--seed", type=int, default=42, help="seed for splits, initialisation and shuffling")
     training.add_argument("--deterministic", action="store_true", help="use deterministic algorithms only")
     training.add_argument(
+        "--compile", action="store_true", help="compile the network with torch.compile (see benchmarks/RESULTS.md)"
+    )
+    training.add_argument(
         "--ckpt-path", default=None, help="resume from this checkpoint, or 'last' for the task's newest last.ckpt"
     )
     add_data_arguments(parser)

@@ -58,6 +58,8 @@ class FitConfig:
     limit_val_batches: float | int | None = None
     limit_test_batches: float | int | None = None
     deterministic: bool = False
+    #: Compile the network with ``torch.compile`` (in place: checkpoints keep their parameter names).
+    compile: bool = False
     enable_progress_bar: bool = True
     extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
     extra_callbacks: list[pl.Callback] = field(default_factory=list)
@@ -209,7 +211,19 @@ def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, Task
         lr=config.lr,
         preprocessing=datamodule.preprocessing_state(),
     )
+    if config.compile:
+        module.net.compile()
     return datamodule, module
+
+
+def training_steps_per_epoch(config: FitConfig, datamodule: TaskDataModule) -> int:
+    """Optimizer steps in one training epoch of ``datamodule`` under ``config.limit_train_batches`` (at least 1)."""
+    steps = len(datamodule.train_dataloader())
+    if isinstance(config.limit_train_batches, int):
+        steps = min(steps, config.limit_train_batches)
+    elif isinstance(config.limit_train_batches, float):
+        steps = int(steps * config.limit_train_batches)
+    return max(1, steps)
 
 
 def fit(config: FitConfig) -> FitResult:
@@ -252,13 +266,8 @@ def fit(config: FitConfig) -> FitResult:
         # resuming after a crash needs the state of the latest epoch, so keep it with a second callback.
         latest_checkpoint = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
         callbacks += [best_checkpoint, latest_checkpoint]
-    steps_per_epoch = len(datamodule.train_dataloader())
-    if isinstance(config.limit_train_batches, int):
-        steps_per_epoch = min(steps_per_epoch, config.limit_train_batches)
-    elif isinstance(config.limit_train_batches, float):
-        steps_per_epoch = int(steps_per_epoch * config.limit_train_batches)
-    steps_per_epoch = max(1, steps_per_epoch)
-    trainer = build_trainer(config, logger, callbacks, log_every_n_steps=min(50, steps_per_epoch))
+    log_every_n_steps = min(50, training_steps_per_epoch(config, datamodule))
+    trainer = build_trainer(config, logger, callbacks, log_every_n_steps=log_every_n_steps)
 
     with warnings.catch_warnings():
         if resume_version is not None:  # resuming writes into the run's existing checkpoint folder on purpose

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_app import fit as fit_cli
 from lightning_app.registry import TASKS, get_task
+from lightning_app.training import FitConfig, build_datamodule_and_module
 
 SMALL_TASKS = ["titanic", "covid19"]
 
@@ -139,3 +140,25 @@ def test_help_lists_every_task_and_variant(capsys):
 def test_unknown_model_variant_is_a_usage_error(tmp_path, capsys):
     assert fit_cli.run_cli(fit_cli.main, ["--task", "titanic", "--model", "nope", "--log-dir", str(tmp_path)]) == 2
     assert "has no model 'nope'" in capsys.readouterr().err
+
+
+def test_compile_flag_compiles_the_network_in_place():
+    args = fit_cli.build_parser().parse_args(["--task", "titanic", "--compile"])
+    assert args.compile is True
+    _, eager = build_datamodule_and_module(FitConfig(task="titanic"))
+    _, compiled = build_datamodule_and_module(FitConfig(task="titanic", compile=True))
+    assert eager.net._compiled_call_impl is None and compiled.net._compiled_call_impl is not None
+    # In-place compilation keeps the parameter names, so checkpoints load into an eager module.
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+
+
+@pytest.mark.slow
+def test_compiled_fit_checkpoint_reloads_into_an_eager_module(tiny_fit):
+    result = tiny_fit("titanic", compile=True, max_epochs=1)
+    module = get_task("titanic").module.load_from_checkpoint(result.best_model_path)
+    assert module.net._compiled_call_impl is None
+    checkpoint = torch.load(result.best_model_path, weights_only=True)
+    datamodule = get_task("titanic").datamodule(**checkpoint["datamodule_hyper_parameters"])
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    reloaded = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    assert reloaded["test/loss"] == pytest.approx(result.metrics["test/loss"], rel=1e-4)
