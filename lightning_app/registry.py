@@ -113,7 +113,7 @@ TASKS: dict[str, Task] = {
                 "default": Variant(
                     "fastText-style mean of word + hashed-bigram embeddings, linear head, Adagrad",
                     max_epochs=3,
-                    batch_size=64,
+                    batch_size=128,
                     lr=0.1,
                     module_kwargs={"net": "bigram_bag", "embed_dim": 16, "bigram_buckets": 1 << 18},
                     datamodule_kwargs={"tokenizer": "words", "vocab_size": 50_000, "max_len": 1000},
