@@ -63,7 +63,7 @@ class TensorBatchLoader:
         # A DataLoader's iterator draws its workers' base seed from the global generator, and RandomSampler
         # then draws the seed of its permutation: draw the same numbers, so that everything seeded after
         # (the permutation, dropout masks, later epochs) matches a run with a DataLoader.
-        seed = _draw_seed()
+        _draw_seed()
         if not self.shuffle:
             for start in range(0, count, size):
                 yield tuple(tensor[start : start + size] for tensor in tensors)
