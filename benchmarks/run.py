@@ -19,8 +19,12 @@ import datetime as dt
 import logging
 import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +171,39 @@ def time_to_target_section(eager: dict[str, TargetRuns]) -> Section:
     return section
 
 
+#: The first line of the summary ``python -m lightning_app.fit`` prints: the seconds ``fit()`` itself took.
+FINISHED_IN = re.compile(r"finished in ([0-9.]+) s")
+
+
+def fit_process_seconds(task: str, seed: int, settings: Settings) -> tuple[float, float]:
+    """Wall seconds of one ``python -m lightning_app.fit`` process, and the ``fit()`` seconds its summary prints."""
+    with tempfile.TemporaryDirectory() as scratch:
+        options = {**settings.fit_overrides(), "seed": seed, "log_dir": scratch}
+        flags = [item for key, value in options.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+        command = [sys.executable, "-m", "lightning_app.fit", "--task", task, "--no-progress-bar", *flags]
+        started = time.perf_counter()
+        completed = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+    finished = FINISHED_IN.search(completed.stdout)
+    if completed.returncode != 0 or finished is None:
+        raise RuntimeError(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
+    return seconds, float(finished.group(1))
+
+
+def process_section(tasks: Sequence[str], settings: Settings) -> Section:
+    section = Section(
+        "The whole `python -m lightning_app.fit` process, start to summary (default model)",
+        ["task", "process s", "fit() s (as printed)", "interpreter, imports and exit s"],
+        note="A fresh interpreter per run, registry defaults, seeds 0..repeats-1; median (min-max).",
+    )
+    for task in tasks:
+        runs = [fit_process_seconds(task, seed, settings) for seed in range(settings.repeats)]
+        process, inside = [seconds for seconds, _ in runs], [printed for _, printed in runs]
+        start_up = [total - printed for total, printed in runs]
+        section.rows.append([task, spread(process, 1), spread(inside, 1), spread(start_up, 1)])
+    return section
+
+
 def compile_section(eager: dict[str, TargetRuns], settings: Settings) -> Section:
     """The default runs again with ``--compile``, beside the eager ones."""
     section = Section(
@@ -279,6 +316,7 @@ def run(tasks: Sequence[str], settings: Settings, output: Path) -> str:
             sections += TASK_BENCHMARKS[task](settings)
     eager = {task: fit_to_target(task, settings) for task in tasks}
     sections.append(time_to_target_section(eager))
+    sections.append(process_section(tasks, settings))
     if settings.compile:
         sections.append(compile_section(eager, settings))
     text = "\n".join(["# Benchmark results", "", *machine_description(settings), "", ""])

@@ -19,3 +19,4 @@ def test_harness_writes_a_results_table(tmp_path):
     ):
         assert row in text
     assert "| covid19 | test/mspe < test/persistence_mspe |" in text
+    assert "start to summary" in text and "| titanic | " in text.split("start to summary")[1]
