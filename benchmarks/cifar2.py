@@ -228,13 +228,11 @@ def default_model_run(
             limit_train_batches=limit_train_batches,
             enable_progress_bar=False,
         )
-        started = time.perf_counter()
         result = fit(config)
-        fit_seconds = time.perf_counter() - started
     return DefaultRun(
         max_epochs=max_epochs if max_epochs is not None else variant.max_epochs,
         batch_size=variant.batch_size,
-        fit_seconds=fit_seconds,
+        fit_seconds=result.seconds,
         cache_seconds=cache_seconds,
         metrics=result.metrics,
         threads=torch.get_num_threads(),

@@ -18,16 +18,18 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytorch_lightning as pl
 import torch
 
+from lightning_app.errors import UsageError
 from lightning_app.registry import TASKS
 from lightning_app.training import (
     FitConfig,
     build_datamodule_and_module,
     fit,
+    resolve_accelerator,
     resolve_config,
     training_steps_per_epoch,
 )
@@ -60,44 +62,48 @@ def lightning_epoch_seconds(config: FitConfig) -> list[float]:
     """Per-epoch training seconds of a real ``fit`` run (progress bar and logs as users get them)."""
     timer = TrainEpochTimer()
     with tempfile.TemporaryDirectory() as scratch:
-        fit(FitConfig(**{**config.__dict__, "log_dir": scratch, "extra_callbacks": [timer]}))
+        fit(replace(config, log_dir=scratch, extra_callbacks=[timer]))
     return timer.seconds
 
 
-def _first_optimizer(configured) -> torch.optim.Optimizer:
-    if isinstance(configured, torch.optim.Optimizer):
-        return configured
-    if isinstance(configured, dict):
-        return configured["optimizer"]
-    first = configured[0]
-    return first[0] if isinstance(first, (list, tuple)) else first
+#: Precisions the plain loop reproduces, with the autocast dtype each means (None: no autocast).
+PLAIN_LOOP_AUTOCAST: dict[str, torch.dtype | None] = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16}
 
 
-def plain_epoch_seconds(config: FitConfig, device: str = "cpu") -> list[float]:
-    """Per-epoch seconds of a hand-written loop over the same module, loss, optimizer and batches."""
+def plain_epoch_seconds(config: FitConfig) -> tuple[list[float], int]:
+    """Per-epoch seconds of a hand-written loop over the same module, loss, optimizer and batches, on the
+    device ``config`` trains on; returns them with the number of steps per epoch."""
     _, _, config = resolve_config(config)
+    if config.precision not in PLAIN_LOOP_AUTOCAST:
+        raise UsageError(f"the plain loop runs precision {sorted(PLAIN_LOOP_AUTOCAST)}, not {config.precision!r}")
+    autocast_dtype = PLAIN_LOOP_AUTOCAST[config.precision]
+    accelerator, _ = resolve_accelerator(config)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    device = "cuda" if on_gpu else "cpu"
     pl.seed_everything(config.seed, verbose=False)
     datamodule, module = build_datamodule_and_module(config)
     module.to(device).train()
-    optimizer = _first_optimizer(module.configure_optimizers())
+    # Without a Trainer every task's configure_optimizers returns a bare optimizer (no schedule to size).
+    optimizer = module.configure_optimizers()
     loader = datamodule.train_dataloader()
-    limit = config.limit_train_batches if isinstance(config.limit_train_batches, int) else None
+    steps = training_steps_per_epoch(config, datamodule)
     seconds = []
     for _ in range(config.max_epochs):
         started = time.perf_counter()
-        for batch in itertools.islice(loader, limit):
+        for batch in itertools.islice(loader, steps):
             batch = [tensor.to(device, non_blocking=True) for tensor in batch]
             # The DataModule's device-side preprocessing (e.g. cifar2's normalisation); without a Trainer it
             # skips training-only augmentation, which makes this loop slightly faster than fit's.
             batch = datamodule.on_after_batch_transfer(batch, 0)
-            loss = module.shared_step(batch)["loss"]
+            with torch.autocast(device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = module.shared_step(batch)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if device.startswith("cuda"):
+        if device == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
-    return seconds
+    return seconds, steps
 
 
 @dataclass
@@ -132,9 +138,8 @@ def measure_overhead(
     lightning, plain = [], []
     for _ in range(repeats):
         lightning.append(statistics.median(lightning_epoch_seconds(base)[1:]))
-        plain.append(statistics.median(plain_epoch_seconds(base)[1:]))
-    datamodule, _ = build_datamodule_and_module(resolved)
-    steps = training_steps_per_epoch(resolved, datamodule)
+        plain_seconds, steps = plain_epoch_seconds(base)
+        plain.append(statistics.median(plain_seconds[1:]))
     return OverheadResult(task, resolved.model, resolved.batch_size, steps, lightning, plain)
 
 

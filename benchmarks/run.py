@@ -150,7 +150,7 @@ def fit_to_target(task: str, settings: Settings, compile: bool = False) -> Targe
             config = FitConfig(task=task, seed=seed, log_dir=scratch, enable_progress_bar=False, compile=compile,
                                **settings.fit_overrides())  # fmt: skip
             result = fit(config)
-        runs.epochs = config.max_epochs or TASKS[task].variant(None).max_epochs
+        runs.epochs = resolve_config(config)[2].max_epochs
         runs.metric.append(result.metrics[target.metric])
         runs.reached.append(target.reached(result.metrics))
         runs.train_seconds.append(result.train_seconds)
@@ -233,14 +233,14 @@ def scaling_section(task: str, settings: Settings) -> Section:
     fractions = (0.25, 0.5, 1.0)
     batch_sizes = (resolved.batch_size // 2, resolved.batch_size * 2)
     settings_list = [(f, resolved.batch_size) for f in fractions] + [(1.0, b) for b in batch_sizes]
+    train_rows = len(build_datamodule_and_module(resolved)[0].train_set)
     for fraction, batch_size in settings_list:
         limit = 2 if settings.quick else fraction
         config = FitConfig(task=task, max_epochs=2 if settings.quick else 4, batch_size=batch_size,
                            limit_train_batches=limit, limit_val_batches=1, enable_progress_bar=False,
                            **settings.hardware)  # fmt: skip
         seconds = statistics.median(lightning_epoch_seconds(config)[1:])
-        datamodule, _ = build_datamodule_and_module(FitConfig(task=task, batch_size=batch_size))
-        samples = len(datamodule.train_set) * fraction if not settings.quick else 2 * batch_size
+        samples = train_rows * fraction if not settings.quick else 2 * batch_size
         section.rows.append([f"{fraction:.0%}", str(batch_size), f"{seconds:.3f}", f"{1000 * seconds / samples:.3f}"])
     return section
 
@@ -260,7 +260,7 @@ def imdb_sections(settings: Settings) -> list[Section]:
                               f"{result['speedup']:.1f}x"])  # fmt: skip
     epochs = 1
     overrides = {"limit_train_batches": 2, "limit_val_batches": 1} if settings.quick else {}
-    tutorial = imdb.bench_tutorial(repeats=repeats, setup_repeats=1, max_epochs=epochs, **overrides)
+    tutorial = imdb.bench_tutorial(repeats=repeats, max_epochs=epochs, **overrides)
     pipeline.rows.append(["tutorial", f"whole fit, {epochs} epoch + test", f"{tutorial['tokenising_run_s']:.2f}",
                           f"{tutorial['cached_run_s']:.2f}", f"{tutorial['ratio']:.2f}x"])  # fmt: skip
     return [pipeline, scaling_section("imdb", settings)]
