@@ -177,10 +177,15 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float],
     return mean.tolist(), std.tolist()
 
 
-def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``uint8[B, 3, H, W] -> float32[B, 3, H, W]``: scaled to 0-1, then standardised per channel."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+def normalize_images(
+    images: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
+    """``uint8[B, 3, H, W] -> float32[B, 3, H, W]``: scaled to 0-1, then standardised per channel.
+
+    ``mean`` and ``std`` may be float32 tensors already on the images' device (no copy per call).
+    """
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float().div_(255.0) - mean_t).div_(std_t)
 
 
@@ -295,6 +300,7 @@ class Cifar2DataModule(TaskDataModule):
         self.class_names: list[str] = []
         self.mean: list[float] = []
         self.std: list[float] = []
+        self._stats_on_device: tuple[torch.Tensor, torch.Tensor] | None = None
         #: After ``setup``: the cache file, and whether it was reused rather than rebuilt.
         self.cache_path: Path | None = None
         self.cache_reused: bool | None = None
@@ -366,7 +372,16 @@ class Cifar2DataModule(TaskDataModule):
         trainer = self.trainer
         if self.hparams.augment and trainer is not None and trainer.training:
             images = random_crop_flip(images, self.hparams.crop_padding)
-        return normalize_images(images, self.mean, self.std), labels
+        return normalize_images(images, *self._channel_stats_on(images.device)), labels
+
+    def _channel_stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Built once per device: a tensor made from a list every batch is a blocking host-to-GPU copy per step.
+        if self._stats_on_device is None or self._stats_on_device[0].device != device:
+            self._stats_on_device = (
+                torch.tensor(self.mean, dtype=torch.float32, device=device),
+                torch.tensor(self.std, dtype=torch.float32, device=device),
+            )
+        return self._stats_on_device
 
     # -- what the model needs ----------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
