@@ -10,11 +10,8 @@ from typing import Any
 import torch
 
 from lightning_app.errors import UsageError
+from lightning_app.models.base import module_class_path
 from lightning_app.registry import TASKS, Task
-
-
-def module_class_path(module_class: type) -> str:
-    return f"{module_class.__module__}.{module_class.__qualname__}"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

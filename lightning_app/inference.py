@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint, ta
 from lightning_app.errors import UsageError
 from lightning_app.models import TaskModule
 from lightning_app.registry import Task, get_task
+from lightning_app.training import accepts_argument
 
 
 @dataclass
@@ -27,8 +27,13 @@ class LoadedCheckpoint:
         Overrides set to ``None`` are ignored; ones the DataModule does not take are dropped.
         """
         settings = dict(self.checkpoint.get("datamodule_hyper_parameters") or {})
-        accepted = inspect.signature(self.task.datamodule.__init__).parameters
-        settings.update({key: value for key, value in overrides.items() if value is not None and key in accepted})
+        settings.update(
+            {
+                key: value
+                for key, value in overrides.items()
+                if value is not None and accepts_argument(self.task.datamodule, key)
+            }
+        )
         return self.task.datamodule(**settings)
 
 

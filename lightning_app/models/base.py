@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
@@ -11,6 +12,11 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
+
+
+def module_class_path(module_class: type) -> str:
+    """``package.module.Class``: what a checkpoint records as ``"module_class"`` to name the module that wrote it."""
+    return f"{module_class.__module__}.{module_class.__qualname__}"
 
 
 class TaskModule(pl.LightningModule):
@@ -68,6 +74,16 @@ class TaskModule(pl.LightningModule):
     def to_predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Map ``forward``'s outputs to what the metrics and ``predict_step`` see."""
         return outputs
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Evaluation mode inside the ``with`` block, the previous mode restored after it (also on errors)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     @staticmethod
     def label_records(probabilities: torch.Tensor, class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -180,7 +196,7 @@ class TaskModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = self.preprocessing
-        checkpoint["module_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["module_class"] = module_class_path(type(self))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.preprocessing = checkpoint.get("preprocessing", {})

@@ -270,13 +270,9 @@ class Cifar2Module(TaskModule):
         if missing:
             raise RuntimeError(f"this model has no preprocessing state {missing}; train it with Cifar2DataModule")
         raw = load_images(images, state["image_size"])
-        was_training = self.training
-        self.eval()
         results: list[dict[str, Any]] = []
-        try:
+        with self.eval_mode():
             for start in range(0, raw.shape[0], batch_size):
                 chunk = normalize_images(raw[start : start + batch_size].to(self.device), state["mean"], state["std"])
                 results += self.label_records(self.to_predictions(self(chunk)), self.class_names)
-        finally:
-            self.train(was_training)
         return results

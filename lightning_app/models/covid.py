@@ -85,13 +85,11 @@ class Covid19Module(TaskModule):
         window_size = int(self.preprocessing.get("window", len(recent_increments)))
         if len(recent_increments) < window_size:
             raise ValueError(f"need at least {window_size} days of history, got {len(recent_increments)}")
-        was_training = self.training
-        self.eval()
         window = recent_increments[-window_size:].to(self.device, torch.float32).unsqueeze(0)
         forecasts = []
-        for _ in range(days):
-            next_day = self(window)
-            forecasts.append(next_day[0])
-            window = torch.cat([window[:, 1:], next_day.unsqueeze(1)], dim=1)
-        self.train(was_training)
+        with self.eval_mode():
+            for _ in range(days):
+                next_day = self(window)
+                forecasts.append(next_day[0])
+                window = torch.cat([window[:, 1:], next_day.unsqueeze(1)], dim=1)
         return torch.stack(forecasts).cpu()

@@ -133,10 +133,8 @@ class IMDBModule(TaskModule):
         if self._index is None:
             self._index = vocabulary_index(self.preprocessing["vocabulary"])
         token_ids = encode_texts(texts, self.preprocessing, self._index).to(self.device)
-        was_training = self.training
-        self.eval()
-        probs = self.to_predictions(self(token_ids))
-        self.train(was_training)
+        with self.eval_mode():
+            probs = self.to_predictions(self(token_ids))
         return self.label_records(probs, self.preprocessing["class_names"])
 
     # -- TensorBoard review ---------------------------------------------------------

@@ -80,8 +80,6 @@ class TitanicModule(TaskModule):
         if not passengers:
             return []
         features = encode_passengers(list(passengers), self.preprocessing).to(self.device)
-        was_training = self.training
-        self.eval()
-        probabilities = self.to_predictions(self(features)).cpu().tolist()
-        self.train(was_training)
+        with self.eval_mode():
+            probabilities = self.to_predictions(self(features)).cpu().tolist()
         return [{"survived": int(p >= 0.5), "probability": p} for p in probabilities]
