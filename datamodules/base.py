@@ -168,12 +168,14 @@ class TaskDataModule(pl.LightningDataModule):
     def preprocessing_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def require_file(self, name: str) -> Path:
-        """Return ``data_dir / name`` or raise a :class:`DataError` saying it is missing."""
-        path = self.data_dir / name
-        if not path.is_file():
-            raise DataError(path, f"file not found (expected '{name}' in --data-dir {self.data_dir})")
-        return path
+    def require_file(self, name: str, *alternatives: str) -> Path:
+        """Return ``data_dir / name``, else the first of ``alternatives`` that exists; a :class:`DataError`
+        naming what was expected if none does."""
+        for candidate in (name, *alternatives):
+            if (self.data_dir / candidate).is_file():
+                return self.data_dir / candidate
+        expected = " or ".join(f"'{candidate}'" for candidate in (name, *alternatives))
+        raise DataError(self.data_dir / name, f"file not found (expected {expected} in --data-dir {self.data_dir})")
 
 
 def read_csv_rows(path: Path, required_columns: list[str], delimiter: str = ",") -> list[tuple[int, dict[str, str]]]:

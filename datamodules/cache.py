@@ -31,9 +31,10 @@ def default_cache_dir() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "lightning_app"
 
 
-def file_digest(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes (SHA-256 unless ``algorithm`` names another ``hashlib`` algorithm)."""
+    # usedforsecurity=False: MD5 only identifies a published archive, and FIPS builds refuse it otherwise.
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with Path(path).open("rb") as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
@@ -67,8 +68,13 @@ def create_sibling_file(path: Path, kind: str) -> tuple[int, Path]:
     Created with mode 0o666 less the umask, as a plain ``open`` would (``mkstemp``
     would make it 0o600, and the renamed result unreadable to other users).
     """
-    temp = path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
+    temp = sibling_path(path, kind)
     return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+
+
+def sibling_path(path: Path, kind: str) -> Path:
+    """A new hidden name beside ``path`` for a ``kind`` of temporary: ``.<name>.<kind>-<hex>``."""
+    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
 
 
 def _serialise(tensors: dict[str, torch.Tensor], key: dict[str, Any]) -> bytes:

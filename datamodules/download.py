@@ -28,7 +28,6 @@ import os
 import pickle
 import posixpath
 import re
-import secrets
 import shutil
 import sys
 import tarfile
@@ -43,7 +42,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from datamodules.cache import atomic_write_bytes, create_sibling_file
+from datamodules.cache import atomic_write_bytes, create_sibling_file, file_digest, sibling_path
 from datamodules.errors import DataError
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -89,13 +88,9 @@ class UnsafeArchiveError(DownloadError):
 # tempfile's private 0o600/0o700, because they are renamed into place as the user's data.
 
 
-def _sibling_name(path: Path, kind: str) -> Path:
-    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
-
-
 def _create_staging_dir(path: Path) -> Path:
     """A new, empty folder beside ``path``, to be renamed to ``path`` once complete."""
-    staging = _sibling_name(path, "partial")
+    staging = sibling_path(path, "partial")
     staging.mkdir()
     return staging
 
@@ -112,11 +107,8 @@ def _new_hash(algorithm: str) -> Any:
 
 def file_hexdigest(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes with ``algorithm`` (``"sha256"`` or ``"md5"``)."""
-    digest = _new_hash(algorithm)
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(_CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
+    _new_hash(algorithm)  # rejects an algorithm other than those
+    return file_digest(path, algorithm, _CHUNK_SIZE)
 
 
 def _progress_bar(total: int | None, description: str, enabled: bool) -> Any:

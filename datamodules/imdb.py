@@ -298,13 +298,7 @@ class IMDBDataModule(TaskDataModule):
 
     def split_file(self, split: str) -> Path:
         """``<data_dir>/<split>.tsv``, else ``<split>.tsv.gz``; a :class:`DataError` if neither exists."""
-        for name in (f"{split}.tsv", f"{split}.tsv.gz"):
-            if (self.data_dir / name).is_file():
-                return self.data_dir / name
-        raise DataError(
-            self.data_dir / f"{split}.tsv",
-            f"file not found (expected '{split}.tsv' or '{split}.tsv.gz' in --data-dir {self.data_dir})",
-        )
+        return self.require_file(f"{split}.tsv", f"{split}.tsv.gz")
 
     def prepare_data(self) -> None:
         self.split_file("train")
