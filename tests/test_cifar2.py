@@ -340,14 +340,16 @@ def test_default_model_reaches_the_target_accuracy(tmp_path: Path, bundled_cache
 # -- using the trained model: predict, test and export ----------------------------------------------
 
 
-@pytest.fixture
-def three_class_run(tmp_path: Path):
-    root = make_tree(tmp_path / "data", ["bird", "cat", "dog"], train_per_class=16, test_per_class=3)
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory: pytest.TempPathFactory):
+    """One three-class run shared by the tests below, which only read its data and checkpoint."""
+    scratch = tmp_path_factory.mktemp("three_class")
+    root = make_tree(scratch / "data", ["bird", "cat", "dog"], train_per_class=16, test_per_class=3)
     config = FitConfig(
         task="cifar2",
         data_dir=str(root),
-        cache_dir=str(tmp_path / "cache"),
-        log_dir=str(tmp_path / "runs"),
+        cache_dir=str(scratch / "cache"),
+        log_dir=str(scratch / "runs"),
         max_epochs=1,
         batch_size=16,
         enable_progress_bar=False,

@@ -28,8 +28,8 @@ def event_tags(run_dir: str) -> set[str]:
 
 
 @pytest.mark.parametrize("task_name", SMALL_TASKS)
-def test_fit_writes_checkpoint_and_logs_and_reload_reproduces_test_metrics(tiny_fit, task_name):
-    result = tiny_fit(task_name)
+def test_fit_writes_checkpoint_and_logs_and_reload_reproduces_test_metrics(trained, task_name):
+    result = trained[task_name]  # the shared two-epoch CPU run of the task
     best = Path(result.best_model_path)
     assert best.is_file() and best.parent.name == "checkpoints"
     assert Path(result.last_model_path).name == "last.ckpt"

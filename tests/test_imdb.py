@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import random
 import subprocess
@@ -66,7 +68,10 @@ def synthetic_reviews(n: int, seed: int, labels: tuple[str, ...] = ("0", "1")) -
 
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
+    return write_tiny_data(tmp_path / "data")
+
+
+def write_tiny_data(data: Path) -> Path:
     data.mkdir()
     write_tsv(data / "train.tsv", synthetic_reviews(200, seed=1))
     write_tsv(data / "test.tsv", synthetic_reviews(80, seed=2))
@@ -268,16 +273,25 @@ def test_module_multiclass_step_and_predict_raw() -> None:
 # -- CLI end to end and reload in a fresh process -----------------------------------------
 
 
-def _fit(data: Path, tmp_path: Path, *extra: str, capsys=None) -> Path:
+def _fit(data: Path, tmp_path: Path, *extra: str) -> Path:
     argv = ["--task", "imdb", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache")]
     argv += ["--log-dir", str(tmp_path / "runs"), "--no-progress-bar", "--batch-size", "8", *extra]
     assert run_cli(fit_main, argv) == 0
     return next((tmp_path / "runs" / "imdb").glob("version_*/checkpoints/best-*.ckpt"))
 
 
-def test_cli_trains_logs_and_reloads_in_fresh_process(tiny_data: Path, tmp_path: Path, capsys) -> None:
-    best = _fit(tiny_data, tmp_path, "--max-epochs", "3")
-    summary = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def trained_imdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One 3-epoch CLI run on the tiny data, shared by the tests that read it: (best checkpoint, summary)."""
+    scratch = tmp_path_factory.mktemp("imdb_run")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        best = _fit(write_tiny_data(scratch / "data"), scratch, "--max-epochs", "3")
+    return best, printed.getvalue()
+
+
+def test_cli_trains_logs_and_reloads_in_fresh_process(trained_imdb: tuple[Path, str]) -> None:
+    best, summary = trained_imdb
     test_acc = float(summary.split("test/acc")[1].split()[0])
     assert test_acc >= 0.9, summary
     assert "test/auroc" in summary and "test/f1" in summary
@@ -368,9 +382,8 @@ def test_missing_split_file_is_named(tmp_path: Path) -> None:
 # -- using the trained model: predict and export ----------------------------------------------------
 
 
-def test_predict_cli_scores_arguments_and_a_file_of_reviews(tiny_data: Path, tmp_path: Path, capsys) -> None:
-    best = _fit(tiny_data, tmp_path, "--max-epochs", "3")
-    capsys.readouterr()
+def test_predict_cli_scores_arguments_and_a_file_of_reviews(trained_imdb, tmp_path: Path, capsys) -> None:
+    best, _ = trained_imdb
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("A superb, moving film.\nAn awful\u0085boring waste of time.\n\n", encoding="utf-8")
     argv = ["--task", "imdb", "--ckpt", str(best), "Wonderful acting and a great story.", "--input-file", str(reviews)]
@@ -392,8 +405,8 @@ def test_predict_cli_scores_arguments_and_a_file_of_reviews(tiny_data: Path, tmp
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
 @pytest.mark.parametrize("output_format", ["torchscript", "onnx"])
-def test_export_matches_the_module(tiny_data: Path, tmp_path: Path, output_format: str, run_exported) -> None:
-    best = _fit(tiny_data, tmp_path, "--max-epochs", "1")
+def test_export_matches_the_module(trained_imdb, tmp_path: Path, output_format: str, run_exported) -> None:
+    best, _ = trained_imdb
     target = export(best, output_format, tmp_path / "exported")
     module = IMDBModule.load_from_checkpoint(best, map_location="cpu").eval()
     token_ids = torch.randint(0, module.hparams.vocab_size, (3, module.hparams.max_len), dtype=torch.int32)

@@ -142,8 +142,8 @@ def test_file_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "notes.ckpt: not a PyTorch checkpoint" in err[0]
 
 
-def test_checkpoint_of_another_task_is_a_one_line_error(tiny_fit, tmp_path, capsys):
-    covid = tiny_fit("covid19", max_epochs=1)
+def test_checkpoint_of_another_task_is_a_one_line_error(trained, tmp_path, capsys):
+    covid = trained["covid19"]
     code = fit_cli.run_cli(fit_cli.main, ["--task", "titanic", "--ckpt-path", covid.last_model_path])
     assert code == 2
     assert "a checkpoint of task 'covid19', not 'titanic'" in capsys.readouterr().err
