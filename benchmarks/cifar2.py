@@ -168,8 +168,7 @@ def tutorial_pipeline_speed(
     models = {
         channels_last: Cifar2Module(
             **datamodule.model_kwargs(),
-            net="tutorial",
-            lr=TUTORIAL_LR,
+            **{**get_task("cifar2").variant("tutorial").module_kwargs, "lr": TUTORIAL_LR},
             channels_last=channels_last,
             preprocessing=datamodule.preprocessing_state(),
         )
@@ -212,7 +211,7 @@ def default_model_run(
     """Train the default cifar2 variant with ``fit`` (registry defaults unless overridden) and test it."""
     variant = get_task("cifar2").variant("default")
     started = time.perf_counter()
-    datamodule = Cifar2DataModule(cache_dir=cache_dir, seed=seed, **variant.datamodule_kwargs)
+    datamodule = Cifar2DataModule(cache_dir=cache_dir, seed=seed)
     datamodule.prepare_data()
     datamodule.setup("fit")  # builds (or reuses) the decoded cache outside the timed fit
     cache_seconds = time.perf_counter() - started
@@ -231,7 +230,7 @@ def default_model_run(
         result = fit(config)
     return DefaultRun(
         max_epochs=max_epochs if max_epochs is not None else variant.max_epochs,
-        batch_size=variant.batch_size,
+        batch_size=datamodule.hparams.batch_size,
         fit_seconds=result.seconds,
         cache_seconds=cache_seconds,
         metrics=result.metrics,

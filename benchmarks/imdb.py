@@ -34,8 +34,8 @@ TASK = "imdb"
 def data_setup_seconds(cache_dir: Path, model: str = "default") -> tuple[float, bool]:
     """Time one ``IMDBDataModule.setup`` of ``model``'s data settings; returns (seconds, cache_reused)."""
     task = get_task(TASK)
-    variant = task.variant(model)
-    datamodule = task.datamodule(cache_dir=cache_dir, batch_size=variant.batch_size, **variant.datamodule_kwargs)
+    settings = {key: value for key, value in task.datamodule_settings(model).items() if key != "cache_dir"}
+    datamodule = task.datamodule(**settings, cache_dir=cache_dir)
     started = time.perf_counter()
     datamodule.setup("fit")
     return time.perf_counter() - started, bool(datamodule.cache_reused)

@@ -267,7 +267,7 @@ class IMDBDataModule(TaskDataModule):
         self,
         data_dir: str | Path | None = None,
         cache_dir: str | Path | None = None,
-        batch_size: int = 64,
+        batch_size: int = 128,
         num_workers: int = 0,
         seed: int = 42,
         val_fraction: float = 0.1,

@@ -20,9 +20,10 @@ def task_help() -> str:
         lines.append(f"  {task.name}: {task.description}")
         for name, variant in task.variants.items():
             default = " [default]" if name == task.default_variant else ""
+            batch_size, lr = task.datamodule_settings(name)["batch_size"], task.module_settings(name)["lr"]
             lines.append(
                 f"    {name}{default}: {variant.description} "
-                f"(max_epochs={variant.max_epochs}, batch_size={variant.batch_size}, lr={variant.lr})"
+                f"(max_epochs={variant.max_epochs}, batch_size={batch_size}, lr={lr})"
             )
     return "\n".join(lines)
 

@@ -1,4 +1,8 @@
-"""``python -m lightning_app.fit --task NAME``: train, test the best checkpoint, print a summary."""
+"""``python -m lightning_app.fit --task NAME``: train, test the best checkpoint, print a summary.
+
+``--config runs/<task>/version_N/config.yaml`` starts from a run's saved settings (flags override them);
+``--print-config`` prints the resolved settings as such a file and exits.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from lightning_app.cli import add_data_arguments, add_hardware_arguments, parse_limit, run_cli, task_help
+from lightning_app.config import dump_config, load_config_file
+from lightning_app.errors import UsageError
 from lightning_app.registry import TASKS
-from lightning_app.training import FitConfig, fit, format_summary
+from lightning_app.training import FitConfig, fit, format_summary, resolve_config
+
+#: Config-file keys with no flag of their own: the module's and DataModule's further arguments.
+ARGUMENT_KEYS = ("module_kwargs", "datamodule_kwargs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=task_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="which task to train")
+    parser.add_argument("--task", choices=sorted(TASKS), help="which task to train (required unless in --config)")
     parser.add_argument("--model", default=None, help="model variant of the task (see below; default: 'default')")
     training = parser.add_argument_group("training")
     training.add_argument("--max-epochs", type=int, default=None, help="default: the model variant's")
@@ -49,12 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
     output = parser.add_argument_group("output")
     output.add_argument("--log-dir", default="runs", help="TensorBoard logs and checkpoints go here (default: runs)")
     output.add_argument("--no-progress-bar", dest="enable_progress_bar", action="store_false")
+    settings = parser.add_argument_group("settings files")
+    settings.add_argument("--config", default=None, help="start from a run's config.yaml; flags given override it")
+    settings.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")
     return parser
 
 
+def parse_config(argv: Sequence[str] | None = None) -> tuple[FitConfig, bool]:
+    """The run's settings from ``--config`` (if any) with the command line's flags on top; and ``--print-config``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from_file: dict = {}
+    if args.config is not None:
+        from_file = load_config_file(args.config)
+        if args.model is not None and from_file.get("model") not in (None, args.model):
+            raise UsageError(
+                f"--model {args.model} conflicts with model '{from_file['model']}' in {args.config}, whose "
+                "module_kwargs and datamodule_kwargs belong to that model; drop --model or edit the file"
+            )
+        # The file's values become the parser's defaults, so only the flags actually given override them.
+        parser.set_defaults(**{key: value for key, value in from_file.items() if key not in ARGUMENT_KEYS})
+        args = parser.parse_args(argv)
+    if args.task is None:
+        raise UsageError("--task is required (or a --config file that names one)")
+    values = {key: value for key, value in vars(args).items() if key not in ("config", "print_config")}
+    config = FitConfig(**values, **{key: from_file[key] for key in ARGUMENT_KEYS if key in from_file})
+    return config, args.print_config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result = fit(FitConfig(**vars(args)))
+    config, print_only = parse_config(argv)
+    if print_only:
+        _, _, resolved = resolve_config(config)
+        print(dump_config(resolved), end="")
+        return 0
+    result = fit(config)
     if result.is_global_zero:
         print(format_summary(result))
     return 0

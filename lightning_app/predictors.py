@@ -59,7 +59,7 @@ def predict_titanic(module, request: PredictRequest) -> Prediction:
     passengers = [parse_passenger(path, line, row, with_label=False) for line, row in rows]
     scores = module.predict_raw(passengers)
     records = [
-        {**row, "survival_probability": score["probability"], "survived_predicted": score["survived"]}
+        {**row, "survival_probability": score["probabilities"]["survived"], "survived_predicted": score["class_id"]}
         for (_, row), score in zip(rows, scores, strict=True)
     ]
     input_columns = list(rows[0][1].keys())

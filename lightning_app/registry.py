@@ -6,9 +6,12 @@ The CLIs read this table and hold no task-specific code. To add a task, write a
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytorch_lightning as pl
 
 from datamodules import Cifar2DataModule, Covid19DataModule, IMDBDataModule, TaskDataModule, TitanicDataModule
 from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TaskModule, TitanicModule
@@ -20,17 +23,29 @@ from lightning_app.predictors import (
     predict_imdb,
     predict_titanic,
 )
+from lightning_app.review import ConfusionMatrixFigure, ImagePredictionGrid, PRCurve, ReviewTable
+
+
+def class_defaults(cls: type) -> dict[str, Any]:
+    """The keyword arguments of ``cls.__init__`` that have defaults, with those defaults."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One model configuration of a task, with the training defaults it was tuned with."""
+    """One model configuration of a task: how it differs from the task classes' defaults.
+
+    The ``"default"`` variant of every task overrides nothing: ``TitanicModule()``
+    and ``TitanicDataModule()`` built with no arguments are the model and data
+    ``fit`` trains. Other variants (the tutorial's recipe) list what they change.
+    """
 
     description: str
     max_epochs: int
-    batch_size: int
-    lr: float
+    #: Arguments of the task's LightningModule that differ from its defaults (``lr`` among them).
     module_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Arguments of the task's DataModule that differ from its defaults (``batch_size`` among them).
     datamodule_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -43,6 +58,8 @@ class Task:
     variants: dict[str, Variant]
     #: Scores raw inputs with a trained module for ``python -m lightning_app.predict``.
     predictor: Callable[[TaskModule, PredictRequest], Prediction]
+    #: Builds the review callbacks (TensorBoard figures, tables) ``fit`` attaches to the Trainer.
+    review_callbacks: Callable[[], list[pl.Callback]] = list
     default_variant: str = "default"
 
     def variant(self, name: str | None) -> Variant:
@@ -50,6 +67,14 @@ class Task:
         if name not in self.variants:
             raise KeyError(f"task '{self.name}' has no model '{name}'; choose from {sorted(self.variants)}")
         return self.variants[name]
+
+    def module_settings(self, variant: str | None = None) -> dict[str, Any]:
+        """The LightningModule's arguments for ``variant``: the class defaults, the variant's changes on top."""
+        return {**class_defaults(self.module), **self.variant(variant).module_kwargs}
+
+    def datamodule_settings(self, variant: str | None = None) -> dict[str, Any]:
+        """The DataModule's arguments for ``variant``: the class defaults, the variant's changes on top."""
+        return {**class_defaults(self.datamodule), **self.variant(variant).datamodule_kwargs}
 
 
 TASKS: dict[str, Task] = {
@@ -62,21 +87,12 @@ TASKS: dict[str, Task] = {
             module=TitanicModule,
             predictor=predict_titanic,
             variants={
-                "default": Variant(
-                    "residual MLP on standardised features with title and family size",
-                    max_epochs=30,
-                    batch_size=128,
-                    lr=3e-3,
-                    module_kwargs={"net": "residual_mlp"},
-                    datamodule_kwargs={"feature_set": "extended"},
-                ),
+                "default": Variant("residual MLP on standardised features with title and family size", max_epochs=30),
                 "tutorial": Variant(
                     "the tutorial's 15-20-15-1 MLP on its 15 raw features, Adam, batch 8",
                     max_epochs=10,
-                    batch_size=8,
-                    lr=1e-2,
-                    module_kwargs={"net": "tutorial"},
-                    datamodule_kwargs={"feature_set": "tutorial"},
+                    module_kwargs={"net": "tutorial", "optimizer": "adam", "lr": 1e-2},
+                    datamodule_kwargs={"feature_set": "tutorial", "batch_size": 8},
                 ),
             },
         ),
@@ -90,16 +106,11 @@ TASKS: dict[str, Task] = {
                 "default": Variant(
                     "1-layer LSTM on log counts that corrects the persistence forecast, MSPE loss, Adagrad",
                     max_epochs=100,
-                    batch_size=38,
-                    lr=0.05,
-                    module_kwargs={"net": "residual_lstm", "num_layers": 1},
                 ),
                 "tutorial": Variant(
                     "the tutorial's 5-layer LSTM with the multiplicative block, MSPE loss, Adagrad",
                     max_epochs=100,
-                    batch_size=38,
-                    lr=0.1,
-                    module_kwargs={"net": "tutorial", "num_layers": 5},
+                    module_kwargs={"net": "tutorial", "num_layers": 5, "lr": 0.1},
                 ),
             },
         ),
@@ -109,22 +120,17 @@ TASKS: dict[str, Task] = {
             datamodule=IMDBDataModule,
             module=IMDBModule,
             predictor=predict_imdb,
+            review_callbacks=lambda: [PRCurve(), ReviewTable()],
             variants={
                 "default": Variant(
-                    "fastText-style mean of word + hashed-bigram embeddings, linear head, Adagrad",
-                    max_epochs=3,
-                    batch_size=128,
-                    lr=0.1,
-                    module_kwargs={"net": "bigram_bag", "embed_dim": 16, "bigram_buckets": 1 << 18},
-                    datamodule_kwargs={"tokenizer": "words", "vocab_size": 50_000, "max_len": 1000},
+                    "fastText-style mean of word + hashed-bigram embeddings, linear head, Adagrad", max_epochs=3
                 ),
                 "tutorial": Variant(
                     "the tutorial's Conv1d CNN on its tokenizer, 10,000 words, last 200 tokens left-padded, Adagrad",
                     max_epochs=20,
-                    batch_size=20,
-                    lr=0.02,
-                    module_kwargs={"net": "tutorial_cnn"},
+                    module_kwargs={"net": "tutorial_cnn", "lr": 0.02},
                     datamodule_kwargs={
+                        "batch_size": 20,
                         "tokenizer": "tutorial",
                         "vocab_size": 10_000,
                         "max_len": 200,
@@ -140,23 +146,26 @@ TASKS: dict[str, Task] = {
             datamodule=Cifar2DataModule,
             module=Cifar2Module,
             predictor=predict_cifar2,
+            review_callbacks=lambda: [ImagePredictionGrid(), ConfusionMatrixFigure()],
             variants={
                 "default": Variant(
                     "small ResNet with batch norm (stride-2 stem, channels-last), SGD+Nesterov with OneCycle, "
                     "label smoothing 0.1, crop+flip augmentation",
                     max_epochs=25,
-                    batch_size=256,
-                    lr=0.2,
-                    module_kwargs={"net": "resnet", "label_smoothing": 0.1},
-                    datamodule_kwargs={"augment": True},
                 ),
                 "tutorial": Variant(
                     "the tutorial's 2-conv Net, plain SGD, no augmentation, batch 50",
                     max_epochs=20,
-                    batch_size=50,
-                    lr=0.01,
-                    module_kwargs={"net": "tutorial"},
-                    datamodule_kwargs={"augment": False},
+                    module_kwargs={
+                        "net": "tutorial",
+                        "lr": 0.01,
+                        "momentum": 0.0,
+                        "nesterov": False,
+                        "weight_decay": 0.0,
+                        "schedule": "constant",
+                        "label_smoothing": 0.0,
+                    },
+                    datamodule_kwargs={"augment": False, "batch_size": 50},
                 ),
             },
         ),

@@ -10,7 +10,7 @@ import importlib.util
 import inspect
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,46 +23,11 @@ from datamodules import TaskDataModule
 from datamodules.download import FULL_DATASETS, prepare_full_dataset
 from lightning_app.callbacks import FiniteLossGuard
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
+from lightning_app.config import FitConfig, SaveRunConfig, check_arguments, init_type_hints
 from lightning_app.errors import UsageError
 from lightning_app.models import TaskModule
 from lightning_app.registry import Task, Variant, get_task
 from lightning_app.tables import metrics_table
-
-
-@dataclass
-class FitConfig:
-    """Everything a training run needs; ``None`` means "the task variant's default"."""
-
-    task: str
-    model: str | None = None
-    max_epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int = 42
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    #: Fetch the task's full-size data (needs internet) into ``data_dir`` (default ``data/full``) and train on it.
-    download: bool = False
-    log_dir: str = "runs"
-    num_workers: int = 0
-    precision: str = "32-true"
-    accelerator: str = "auto"
-    devices: str | int = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    gpus: int | None = None
-    tpu_cores: int | None = None
-    ckpt_path: str | None = None
-    fast_dev_run: int = 0
-    limit_train_batches: float | int | None = None
-    limit_val_batches: float | int | None = None
-    limit_test_batches: float | int | None = None
-    deterministic: bool = False
-    #: Compile the network with ``torch.compile`` (in place: checkpoints keep their parameter names).
-    compile: bool = False
-    enable_progress_bar: bool = True
-    extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
-    extra_callbacks: list[pl.Callback] = field(default_factory=list)
 
 
 @dataclass
@@ -132,7 +97,10 @@ def _resolve_resume(config: FitConfig) -> tuple[str | None, int | None]:
     return config.ckpt_path, None
 
 
-_NOT_HPARAMS = ("task", "model", "extra_trainer_kwargs", "extra_callbacks", "enable_progress_bar", "download")
+_NOT_HPARAMS = (
+    "task", "model", "module_kwargs", "datamodule_kwargs", "extra_trainer_kwargs", "extra_callbacks",
+    "enable_progress_bar", "download",
+)  # fmt: skip
 #: Redrawing the bar every step costs a host round trip per step; every 20 steps is still lively.
 PROGRESS_BAR_REFRESH_STEPS = 20
 
@@ -173,26 +141,57 @@ def build_trainer(
     )
 
 
+#: DataModule arguments set by ``FitConfig`` flags rather than ``datamodule_kwargs``.
+DATAMODULE_FLAGS = ("data_dir", "cache_dir", "batch_size", "num_workers", "seed")
+#: LightningModule arguments set by ``FitConfig`` flags, or by the data, rather than ``module_kwargs``.
+MODULE_FLAGS = ("lr", "preprocessing")
+
+
+def _check_overrides(what: str, cls: type, overrides: dict[str, Any], reserved: tuple[str, ...]) -> None:
+    """One-line errors for arguments ``cls`` does not take, takes from a flag or the data, or of the wrong type."""
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    for key in overrides:
+        if key in reserved:
+            raise UsageError(f"{what} '{key}' of {cls.__name__} is set by a flag or by the data, not here")
+        if key not in known:
+            raise UsageError(f"unknown {what} '{key}' for {cls.__name__}; it takes {sorted(known - set(reserved))}")
+    check_arguments(f"{what}s of {cls.__name__}", init_type_hints(cls), overrides)
+
+
 def resolve_config(config: FitConfig) -> tuple[Task, Variant, FitConfig]:
-    """The task, its variant and ``config`` with the variant's defaults filled in."""
+    """The task, its variant and ``config`` with every default filled in from the variant and the task's classes.
+
+    ``module_kwargs`` and ``datamodule_kwargs`` come back complete (every argument the classes take, except
+    the flags and what the data sets, such as the vocabulary size); calling this again changes nothing.
+    """
     try:
         task: Task = get_task(config.task)
         variant = task.variant(config.model)
     except KeyError as err:
         raise UsageError(err.args[0]) from None
+    _check_overrides("model argument", task.module, config.module_kwargs, MODULE_FLAGS + task.module.sizes_from_data)
+    _check_overrides("data argument", task.datamodule, config.datamodule_kwargs, DATAMODULE_FLAGS)
+    module_settings = {**task.module_settings(config.model), **config.module_kwargs}
+    datamodule_settings = {**task.datamodule_settings(config.model), **config.datamodule_kwargs}
     config = replace(
         config,
         model=config.model or task.default_variant,
         max_epochs=config.max_epochs if config.max_epochs is not None else variant.max_epochs,
-        batch_size=config.batch_size or variant.batch_size,
-        lr=config.lr if config.lr is not None else variant.lr,
+        batch_size=config.batch_size or datamodule_settings["batch_size"],
+        lr=config.lr if config.lr is not None else module_settings["lr"],
+        module_kwargs={
+            key: value
+            for key, value in module_settings.items()
+            if key not in MODULE_FLAGS + task.module.sizes_from_data
+        },
+        datamodule_kwargs={key: value for key, value in datamodule_settings.items() if key not in DATAMODULE_FLAGS},
     )
     return task, variant, config
 
 
 def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
     """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
-    task, variant, config = resolve_config(config)
+    task, _, config = resolve_config(config)
     # Only DataModules that cache preprocessed data take a cache folder.
     cache_kwargs = {"cache_dir": config.cache_dir} if accepts_argument(task.datamodule, "cache_dir") else {}
     datamodule = task.datamodule(
@@ -201,13 +200,13 @@ def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, Task
         num_workers=config.num_workers,
         seed=config.seed,
         **cache_kwargs,
-        **variant.datamodule_kwargs,
+        **config.datamodule_kwargs,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = task.module(
+        **config.module_kwargs,
         **datamodule.model_kwargs(),
-        **variant.module_kwargs,
         lr=config.lr,
         preprocessing=datamodule.preprocessing_state(),
     )
@@ -250,7 +249,7 @@ def fit(config: FitConfig) -> FitResult:
     datamodule, model = build_datamodule_and_module(config)
 
     logger: TensorBoardLogger | bool = False
-    callbacks: list[pl.Callback] = [FiniteLossGuard(), *config.extra_callbacks]
+    callbacks: list[pl.Callback] = [FiniteLossGuard(), *task.review_callbacks(), *config.extra_callbacks]
     if config.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
     best_checkpoint = latest_checkpoint = None
@@ -265,9 +264,20 @@ def fit(config: FitConfig) -> FitResult:
         # ModelCheckpoint(save_last=True) only refreshes last.ckpt when the monitored metric improves;
         # resuming after a crash needs the state of the latest epoch, so keep it with a second callback.
         latest_checkpoint = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
-        callbacks += [best_checkpoint, latest_checkpoint]
+        callbacks += [best_checkpoint, latest_checkpoint, SaveRunConfig(config)]
     log_every_n_steps = min(50, training_steps_per_epoch(config, datamodule))
     trainer = build_trainer(config, logger, callbacks, log_every_n_steps=log_every_n_steps)
+    hparams = {
+        "task": task.name,
+        "model": config.model,
+        **{f"model/{k}": v for k, v in model.hparams.items()},
+        **{f"data/{k}": v for k, v in datamodule.hparams.items()},
+        **{f"trainer/{k}": v for k, v in asdict(config).items() if k not in _NOT_HPARAMS},
+    }
+    if isinstance(logger, TensorBoardLogger):
+        # The logger writes hparams.yaml once, at its first save during training: give it the hyperparameters
+        # now; they reach TensorBoard's HPARAMS tab with the final metrics after testing.
+        logger.hparams = dict(hparams)
 
     with warnings.catch_warnings():
         if resume_version is not None:  # resuming writes into the run's existing checkpoint folder on purpose
@@ -283,13 +293,6 @@ def fit(config: FitConfig) -> FitResult:
     metrics.update({key: _to_float(value) for key, value in test_results[0].items()})
 
     if isinstance(logger, TensorBoardLogger):
-        hparams = {
-            "task": task.name,
-            "model": config.model,
-            **{f"model/{k}": v for k, v in model.hparams.items()},
-            **{f"data/{k}": v for k, v in datamodule.hparams.items()},
-            **{f"trainer/{k}": v for k, v in asdict(config).items() if k not in _NOT_HPARAMS},
-        }
         logger.log_hyperparams(hparams, metrics={f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()})
         logger.finalize("success")
 

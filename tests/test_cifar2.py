@@ -262,7 +262,7 @@ def test_resnet_outputs() -> None:
 
 
 def test_binary_module_loss_predictions_and_metrics() -> None:
-    module = Cifar2Module(num_classes=2, net="tutorial", preprocessing={"class_names": ["a", "b"]})
+    module = Cifar2Module(num_classes=2, net="tutorial", label_smoothing=0.0, preprocessing={"class_names": ["a", "b"]})
     images, target = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 1, 0, 1, 0])
     module.eval()  # no dropout: forward is deterministic
     logits = module(images)
@@ -270,7 +270,7 @@ def test_binary_module_loss_predictions_and_metrics() -> None:
     assert out["preds"].shape == (6,) and ((out["preds"] >= 0) & (out["preds"] <= 1)).all()
     assert torch.allclose(out["loss"], torch.nn.functional.binary_cross_entropy(out["preds"], target.float()))
     assert logits.shape == (6,)
-    assert set(module.val_metrics.keys()) == {"val/acc", "val/auroc"}
+    assert set(module.val_metrics.keys()) == {"val/acc", "val/auroc", "val/f1"}
 
 
 # -- end to end -------------------------------------------------------------------------------
@@ -308,8 +308,8 @@ def test_cli_end_to_end_on_a_slice_of_cifar2(
 
 def test_three_class_tree_trains_and_predicts_class_names(three_class_run) -> None:
     root, result = three_class_run
-    assert {"test/acc", "test/acc_bird", "test/acc_cat", "test/acc_dog"} <= set(result.metrics)
-    assert "test/auroc" not in result.metrics
+    assert {"test/acc", "test/auroc", "test/f1", "test/acc_bird", "test/acc_cat", "test/acc_dog"} <= set(result.metrics)
+    assert "test/acc_per_class" not in result.metrics
 
     model = Cifar2Module.load_from_checkpoint(result.best_model_path)
     assert model.class_names == ["bird", "cat", "dog"]

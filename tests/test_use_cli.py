@@ -68,7 +68,7 @@ def test_predict_titanic_writes_the_csv_back_with_probabilities(trained, capsys,
     module = load_checkpoint(trained["titanic"].best_model_path, "titanic").module
     expected = module.predict_raw(read_passengers(TITANIC_TEST_CSV))
     assert [float(row["survival_probability"]) for row in rows] == pytest.approx(
-        [score["probability"] for score in expected]
+        [score["probabilities"]["survived"] for score in expected]
     )
     assert {row["survived_predicted"] for row in rows} <= {"0", "1"}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
@@ -14,6 +14,10 @@ Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
 
 
+#: Prefix of the ``net`` hyperparameter of a module built around a network passed in as an ``nn.Module``.
+CUSTOM_NET_PREFIX = "custom:"
+
+
 def module_class_path(module_class: type) -> str:
     """``package.module.Class``: what a checkpoint records as ``"module_class"`` to name the module that wrote it."""
     return f"{module_class.__module__}.{module_class.__qualname__}"
@@ -22,13 +26,20 @@ def module_class_path(module_class: type) -> str:
 class TaskModule(pl.LightningModule):
     """Owns metrics, logging and checkpointed preprocessing; subclasses own the model.
 
-    A subclass sets ``self.net`` (a plain ``nn.Module``; ``forward`` calls it) and implements:
+    A subclass sets ``self.net`` with :meth:`build_net` (a plain ``nn.Module``, built from a
+    name or passed in; ``forward`` calls it) and implements:
 
     * :meth:`shared_step` ``(batch) -> {"loss", "preds", "target"}`` (and optionally
       ``"baseline"``: the predictions of a reference model such as persistence);
     * ``configure_optimizers``;
     * :meth:`to_predictions` when ``preds`` is not ``forward``'s output
       (e.g. probabilities from logits).
+
+    Step outputs: ``training_step``, ``validation_step`` and ``test_step`` return
+    :meth:`shared_step`'s dict (the loss, everything else detached), so Lightning
+    hands it as ``outputs`` to every ``Callback.on_{train,validation,test}_batch_end``
+    and to the module's own batch-end hooks: review callbacks
+    (:mod:`lightning_app.review`) read predictions there, never from module state.
 
     For each stage the base keeps a clone of the subclass's ``MetricCollection``
     (logged per epoch as ``train/acc``, ``val/acc``, ``test/acc``, ...), a
@@ -47,6 +58,8 @@ class TaskModule(pl.LightningModule):
     monitor_mode: ClassVar[Literal["min", "max"]] = "min"
     #: Name used in metric keys for the ``"baseline"`` predictions of :meth:`shared_step`.
     baseline_name: ClassVar[str | None] = None
+    #: Constructor arguments that the DataModule's ``model_kwargs()`` supplies (sizes: features, classes, ...).
+    sizes_from_data: ClassVar[tuple[str, ...]] = ()
     #: Steps whose outputs are queued on the device before one batched metric update.
     metric_update_every_n_steps: ClassVar[int] = 32
 
@@ -63,6 +76,31 @@ class TaskModule(pl.LightningModule):
 
     #: The plain ``nn.Module`` network; ``forward`` is this network, so exports can use it alone.
     net: torch.nn.Module
+
+    def build_net(
+        self, net: str | torch.nn.Module, builders: Mapping[str, Callable[[], torch.nn.Module]]
+    ) -> torch.nn.Module:
+        """The network: ``net`` itself when it is an ``nn.Module``, else ``builders[net]()``.
+
+        Records ``hparams.net`` as a plain string (``"custom:<class name>"`` for a
+        network passed in), so checkpoints stay loadable with ``weights_only=True``;
+        a custom network is passed again on loading:
+        ``Module.load_from_checkpoint(path, net=MyNet())``. Subclasses call
+        ``save_hyperparameters(ignore=["net", "preprocessing"])`` before this.
+        """
+        if isinstance(net, torch.nn.Module):
+            self.hparams["net"] = f"{CUSTOM_NET_PREFIX}{type(net).__qualname__}"
+            return net
+        self.hparams["net"] = net
+        if net in builders:
+            return builders[net]()
+        name = type(self).__name__
+        if isinstance(net, str) and net.startswith(CUSTOM_NET_PREFIX):
+            raise ValueError(
+                f"this {name} was trained with a custom network ({net.removeprefix(CUSTOM_NET_PREFIX)}); "
+                f"pass it again: {name}.load_from_checkpoint(path, net={net.removeprefix(CUSTOM_NET_PREFIX)}(...))"
+            )
+        raise ValueError(f"unknown {name} net {net!r}; choose from {sorted(builders)} or pass an nn.Module")
 
     # -- to implement ---------------------------------------------------------
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -85,36 +123,16 @@ class TaskModule(pl.LightningModule):
         finally:
             self.train(was_training)
 
-    @staticmethod
-    def label_records(probabilities: torch.Tensor, class_names: Sequence[str]) -> list[dict[str, Any]]:
-        """One ``{"label", "probability", "probabilities"}`` per row, for :meth:`predict_raw` of classifiers.
-
-        ``probabilities`` is ``float[N, C]``, or ``float[N]`` of class 1 for binary tasks; ``probability`` is
-        that of the predicted (most probable) class.
-        """
-        if probabilities.ndim == 1:
-            probabilities = torch.stack([1.0 - probabilities, probabilities], dim=-1)
-        records = []
-        for row in probabilities.float().cpu().tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            records.append(
-                {
-                    "label": class_names[best],
-                    "probability": row[best],
-                    "probabilities": dict(zip(class_names, row, strict=True)),
-                }
-            )
-        return records
-
     # -- steps ----------------------------------------------------------------
-    def _step(self, stage: Stage, batch: Any) -> torch.Tensor:
-        """Run :meth:`shared_step` and queue its outputs for the stage's metrics; nothing is logged per step."""
+    def _step(self, stage: Stage, batch: Any) -> dict[str, torch.Tensor]:
+        """Run :meth:`shared_step`, queue its outputs for the stage's metrics and return them (nothing logged)."""
         out = self.shared_step(batch)
+        detached = {key: value.detach() for key, value in out.items() if key != "loss"}
         pending = self._pending[stage]
-        pending.append({key: out[key].detach() for key in ("loss", "preds", "target", "baseline") if key in out})
+        pending.append({"loss": out["loss"].detach(), **detached})
         if len(pending) >= self.metric_update_every_n_steps:
             self._update_metrics(stage)
-        return out["loss"]
+        return {"loss": out["loss"], **detached}
 
     def _update_metrics(self, stage: Stage) -> None:
         # One torchmetrics update per chunk of steps instead of one per step: each update call costs
@@ -132,18 +150,24 @@ class TaskModule(pl.LightningModule):
             getattr(self, f"{stage}_baseline_metrics").update(baseline, target)
         pending.clear()
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step("train", batch)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step("val", batch)
 
-    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step("test", batch)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.to_predictions(self(inputs))
+        return self.predict_encoded(inputs)
+
+    @torch.no_grad()
+    def predict_encoded(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``to_predictions(forward(inputs))`` in eval mode: what ``predict_step``, ``predict_raw``, exports return."""
+        with self.eval_mode():
+            return self.to_predictions(self(inputs.to(self.device)))
 
     # -- epoch ends -----------------------------------------------------------
     def scalar_metrics(self, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import nn
 from torchmetrics import MeanAbsoluteError, MetricCollection
 
 from datamodules.covid import daily_differences
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models.base import TaskModule
 from lightning_app.nets import ResidualCovidNet, TutorialCovidNet
+
+CovidNet = Literal["residual_lstm", "tutorial"]
 
 
 class Covid19Module(TaskModule):
@@ -19,41 +22,49 @@ class Covid19Module(TaskModule):
     Batch: ``(window float32[B, window, 3], target float32[B, 3])``. Trained
     with the tutorial's MSPE loss and Adagrad. Every stage also scores the
     persistence forecast (tomorrow = today) as ``<stage>/persistence_mspe`` and
-    ``<stage>/persistence_mae``, so the model is always read against it.
+    ``<stage>/persistence_mae``, so the model is always read against it. Built
+    with no arguments it is the registry's default model.
 
     Args:
         num_series: series per day (from ``Covid19DataModule.model_kwargs()``).
-        net: ``"tutorial"`` (5-layer LSTM of width 3 on raw counts) or ``"residual_lstm"``
-            (:class:`~lightning_app.nets.ResidualCovidNet`, which starts as persistence).
-        lr: Adagrad learning rate (the tutorial's 0.1).
+        net: ``"residual_lstm"`` (:class:`~lightning_app.nets.ResidualCovidNet`, which starts as
+            persistence), ``"tutorial"`` (LSTM of width ``num_series`` on raw counts), or any
+            ``nn.Module`` mapping ``float32[B, window, num_series]`` to ``float32[B, num_series]``.
+        lr: Adagrad learning rate.
+        loss: training loss; ``"mspe"`` (mean squared percentage error, the tutorial's).
         num_layers: LSTM layers (the tutorial's 5).
         hidden_size: LSTM width of ``"residual_lstm"`` (the tutorial's net has width ``num_series``).
     """
 
     monitor = "val/mspe"
     monitor_mode = "min"
+    sizes_from_data = ("num_series",)
     baseline_name = "persistence"
 
     def __init__(
         self,
         num_series: int = 3,
-        net: str = "tutorial",
-        lr: float = 0.1,
-        num_layers: int = 5,
+        net: CovidNet | nn.Module = "residual_lstm",
+        lr: float = 0.05,
+        loss: Literal["mspe"] = "mspe",
+        num_layers: int = 1,
         hidden_size: int = 16,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
+        if loss != "mspe":
+            raise ValueError(f"unknown COVID-19 loss {loss!r}; choose 'mspe'")
         metrics = MetricCollection({"mspe": MeanSquaredPercentageError(), "mae": MeanAbsoluteError()})
         super().__init__(metrics, preprocessing)
-        self.save_hyperparameters(ignore=["preprocessing"], logger=False)
+        self.save_hyperparameters(ignore=["net", "preprocessing"], logger=False)
         window = int(self.preprocessing.get("window", 8))
         self.example_input_array = torch.zeros(1, window, num_series)
-        if net == "tutorial":
-            self.net = TutorialCovidNet(num_series=num_series, num_layers=num_layers)
-        elif net == "residual_lstm":
-            self.net = ResidualCovidNet(num_series=num_series, hidden_size=hidden_size, num_layers=num_layers)
-        else:
-            raise ValueError(f"unknown COVID-19 net {net!r}; choose 'tutorial' or 'residual_lstm'")
+        self.net = self.build_net(
+            net,
+            {
+                "residual_lstm": lambda: ResidualCovidNet(num_series, hidden_size=hidden_size, num_layers=num_layers),
+                "tutorial": lambda: TutorialCovidNet(num_series=num_series, num_layers=num_layers),
+            },
+        )
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         window, target = batch

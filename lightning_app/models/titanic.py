@@ -6,80 +6,78 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+from torch import nn
 
-from datamodules.titanic import Passenger, encode_passengers
-from lightning_app.models.base import TaskModule
+from datamodules.titanic import EXTENDED_FEATURES, Passenger, encode_passengers
+from lightning_app.models.classifier import ClassifierModule
 from lightning_app.nets import ResidualMLP, TutorialMLP
 
-TitanicNet = Literal["tutorial", "residual_mlp"]
+TitanicNet = Literal["residual_mlp", "tutorial"]
+TitanicOptimizer = Literal["adamw", "adam"]
 
 
-class TitanicModule(TaskModule):
+class TitanicModule(ClassifierModule):
     """Binary survival classifier over encoded passenger features.
 
     Batch: ``(features float32[B, num_features], survived int64[B])``.
-    ``preds`` are survival probabilities ``float32[B]``.
+    ``preds`` are survival probabilities ``float32[B]``. Built with no arguments
+    it is the registry's default model for the default ``TitanicDataModule()``.
 
     Args:
-        num_features: input width (from ``TitanicDataModule.model_kwargs()``).
-        net: ``"residual_mlp"`` (default) or ``"tutorial"`` (the tutorial's 15-20-15-1 MLP).
-        lr: Adam(W) learning rate.
+        num_features: input width (from ``TitanicDataModule.model_kwargs()``; the default
+            is the width of the default ``"extended"`` feature set).
+        net: ``"residual_mlp"`` (:class:`~lightning_app.nets.ResidualMLP`), ``"tutorial"``
+            (the tutorial's 15-20-15-1 MLP), or any ``nn.Module`` mapping
+            ``float32[B, num_features]`` to logits ``float32[B]``.
+        lr: learning rate.
+        optimizer: ``"adamw"`` (with ``weight_decay``) or ``"adam"`` (the tutorial's, no weight decay).
         weight_decay: AdamW weight decay.
         hidden: width of the residual MLP.
         dropout: dropout of the residual MLP.
+        preprocessing: ``TitanicDataModule.preprocessing_state()`` (feature set and training statistics).
     """
 
     monitor = "val/loss"
     monitor_mode = "min"
+    sizes_from_data = ("num_features",)
+    default_class_names = ("died", "survived")
 
     def __init__(
         self,
-        num_features: int,
-        net: TitanicNet = "residual_mlp",
+        num_features: int = len(EXTENDED_FEATURES),
+        net: TitanicNet | nn.Module = "residual_mlp",
         lr: float = 3e-3,
+        optimizer: TitanicOptimizer = "adamw",
         weight_decay: float = 1e-2,
         hidden: int = 64,
         dropout: float = 0.3,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
-        metrics = MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()})
-        super().__init__(metrics, preprocessing)
-        self.save_hyperparameters(ignore=["preprocessing"], logger=False)
+        super().__init__(num_classes=2, preprocessing=preprocessing)
+        self.save_hyperparameters(ignore=["net", "preprocessing"], logger=False)
+        if optimizer not in ("adamw", "adam"):
+            raise ValueError(f"unknown Titanic optimizer {optimizer!r}; choose 'adamw' or 'adam'")
         self.example_input_array = torch.zeros(1, num_features)
-        if net == "tutorial":
-            self.net = TutorialMLP(num_features)
-        elif net == "residual_mlp":
-            self.net = ResidualMLP(num_features, hidden=hidden, dropout=dropout)
-        else:
-            raise ValueError(f"unknown Titanic net {net!r}; choose 'residual_mlp' or 'tutorial'")
-
-    def to_predictions(self, outputs: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(outputs)
-
-    def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        features, target = batch
-        logits = self(features)
-        loss = F.binary_cross_entropy_with_logits(logits, target.float())
-        return {"loss": loss, "preds": self.to_predictions(logits), "target": target}
+        self.net = self.build_net(
+            net,
+            {
+                "residual_mlp": lambda: ResidualMLP(num_features, hidden=hidden, dropout=dropout),
+                "tutorial": lambda: TutorialMLP(num_features),
+            },
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.hparams.net == "tutorial":
+        if self.hparams.optimizer == "adam":
             return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
-    @torch.no_grad()
     def predict_raw(self, passengers: Sequence[Passenger]) -> list[dict[str, Any]]:
         """Score parsed passengers (``datamodules.titanic.read_passengers(path, with_label=False)``).
 
-        Uses the encoding and training statistics stored with the checkpoint.
-        Returns ``{"survived": 0 | 1, "probability": float}`` per passenger.
+        Uses the encoding and training statistics stored with the checkpoint. Returns
+        :meth:`~lightning_app.models.classifier.ClassifierModule.label_records`: ``label`` is ``"survived"``
+        or ``"died"``, ``probabilities["survived"]`` the survival probability.
         """
         if not passengers:
             return []
-        features = encode_passengers(list(passengers), self.preprocessing).to(self.device)
-        with self.eval_mode():
-            probabilities = self.to_predictions(self(features)).cpu().tolist()
-        return [{"survived": int(p >= 0.5), "probability": p} for p in probabilities]
+        return self.score_encoded(encode_passengers(list(passengers), self.preprocessing))
