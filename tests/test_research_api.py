@@ -204,3 +204,20 @@ def test_config_cli_errors_exit_2_with_one_line(tmp_path, capsys) -> None:
     other.write_text("task: titanic\nmodel: default\n")
     assert run_cli(fit_main, ["--config", str(other), "--model", "tutorial"]) == 2
     assert "conflicts with model 'default'" in capsys.readouterr().err
+
+
+def test_checkpoints_from_before_the_optimisation_hyperparameters_keep_their_training_settings(tmp_path) -> None:
+    from lightning_app.models import Cifar2Module
+
+    written = Cifar2Module(net="tutorial")  # then the tutorial net ignored the saved label smoothing and momentum
+    old_hparams = {key: value for key, value in written.hparams.items() if key not in ("nesterov", "schedule")}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": written.state_dict(), "hyper_parameters": old_hparams,
+                "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
+    loaded = Cifar2Module.load_from_checkpoint(path, weights_only=True)
+    assert loaded.hparams.label_smoothing == 0.0 and loaded.hparams.momentum == 0.0
+    assert loaded.hparams.schedule == "constant"
+
+    torch.save({"state_dict": written.state_dict(), "hyper_parameters": dict(written.hparams),
+                "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
+    assert Cifar2Module.load_from_checkpoint(path, weights_only=True).hparams.label_smoothing == 0.1

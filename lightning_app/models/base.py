@@ -60,6 +60,9 @@ class TaskModule(pl.LightningModule):
     baseline_name: ClassVar[str | None] = None
     #: Constructor arguments that the DataModule's ``model_kwargs()`` supplies (sizes: features, classes, ...).
     sizes_from_data: ClassVar[tuple[str, ...]] = ()
+    #: Checkpoints written before the hyperparameter named first existed trained each built-in net (by name)
+    #: with the settings given for it, whatever their saved hyperparameters say; loading applies them.
+    legacy_settings: ClassVar[tuple[str, dict[str, dict[str, Any]]] | None] = None
     #: Steps whose outputs are queued on the device before one batched metric update.
     metric_update_every_n_steps: ClassVar[int] = 32
 
@@ -224,3 +227,6 @@ class TaskModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.preprocessing = checkpoint.get("preprocessing", {})
+        saved = checkpoint.get("hyper_parameters") or {}
+        if self.legacy_settings is not None and self.legacy_settings[0] not in saved:
+            self.hparams.update(self.legacy_settings[1].get(saved.get("net"), {}))

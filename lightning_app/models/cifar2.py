@@ -59,6 +59,18 @@ class Cifar2Module(ClassifierModule):
     monitor = "val/loss"
     monitor_mode = "min"
     sizes_from_data = ("num_classes",)
+    legacy_settings = (
+        "schedule",
+        {
+            "tutorial": {
+                "momentum": 0.0,
+                "nesterov": False,
+                "weight_decay": 0.0,
+                "schedule": "constant",
+                "label_smoothing": 0.0,
+            }
+        },
+    )
 
     def __init__(
         self,
