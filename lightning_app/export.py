@@ -45,7 +45,7 @@ class PredictionGraph(nn.Module):
 
     def __init__(self, module: TaskModule) -> None:
         super().__init__()
-        self.net = module.net
+        self.net = module.inference_net()
         self.to_predictions = module.to_predictions
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

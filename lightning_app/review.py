@@ -32,15 +32,8 @@ def _reviewing(trainer: pl.Trainer) -> bool:
     return not trainer.sanity_checking and trainer.is_global_zero and tensorboard_logger(trainer) is not None
 
 
-class ValidationPredictions(pl.Callback):
-    """Collects the validation epoch's ``preds`` and ``target`` and hands them to :meth:`review` at its end."""
-
-    def __init__(self) -> None:
-        self._preds: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._preds, self._targets = [], []
+class ValidationReview(pl.Callback):
+    """Base of the review callbacks: hands each validation step's outputs to :meth:`collect` while reviewing."""
 
     def on_validation_batch_end(
         self,
@@ -52,8 +45,25 @@ class ValidationPredictions(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if _reviewing(trainer) and isinstance(outputs, dict):
-            self._preds.append(outputs["preds"])
-            self._targets.append(outputs["target"])
+            self.collect(outputs, batch, batch_idx)
+
+    def collect(self, outputs: dict[str, torch.Tensor], batch: Any, batch_idx: int) -> None:
+        """Keep what the review needs of one validation step (``outputs``: the step's detached dict)."""
+
+
+class ValidationPredictions(ValidationReview):
+    """Collects the validation epoch's ``preds`` and ``target`` and hands them to :meth:`review` at its end."""
+
+    def __init__(self) -> None:
+        self._preds: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._preds, self._targets = [], []
+
+    def collect(self, outputs: dict[str, torch.Tensor], batch: Any, batch_idx: int) -> None:
+        self._preds.append(outputs["preds"])
+        self._targets.append(outputs["target"])
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         logger = tensorboard_logger(trainer)
@@ -91,7 +101,7 @@ class PRCurve(ValidationPredictions):
             writer.add_pr_curve(f"val/pr_curve/{name}", targets == class_id, preds[:, class_id], global_step=step)
 
 
-class ImagePredictionGrid(pl.Callback):
+class ImagePredictionGrid(ValidationReview):
     """``val/predictions``: the first validation batch's images titled "predicted / true", wrong ones in red.
 
     Needs a module with ``denormalize``, ``predicted_labels`` and ``class_names``
@@ -102,16 +112,8 @@ class ImagePredictionGrid(pl.Callback):
         self.num_images = num_images
         self._first_batch: dict[str, torch.Tensor] | None = None
 
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if batch_idx == 0 and _reviewing(trainer) and isinstance(outputs, dict):
+    def collect(self, outputs: dict[str, torch.Tensor], batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
             count = self.num_images
             self._first_batch = {
                 "images": batch[0][:count].detach(),

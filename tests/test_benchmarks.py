@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from benchmarks import peers
 from benchmarks import run as harness
 
 
-def test_harness_writes_a_results_table(tmp_path):
+def test_harness_writes_a_results_table_and_keeps_the_peers_section(tmp_path):
     output = tmp_path / "RESULTS.md"
+    rows = [peers.Row("titanic", "default", "this project", "test/acc", [0.8, 0.82, 0.81], [1.0, 1.1, 1.2])]
+    peers.write_section(peers.section(rows, [0, 1, 2]), output)
     harness.main(["--quick", "--tasks", "titanic", "covid19", "--output", str(output)])
     text = output.read_text()
     assert text.startswith("# Benchmark results")
@@ -20,3 +23,22 @@ def test_harness_writes_a_results_table(tmp_path):
         assert row in text
     assert "| covid19 | test/mspe < test/persistence_mspe |" in text
     assert "start to summary" in text and "| titanic | " in text.split("start to summary")[1]
+    assert "| titanic | default | this project | test/acc | 0.8100 (0.8000-0.8200) | 1.1 (1.0-1.2) | 3 |" in text
+
+
+def test_peers_section_replaces_the_previous_one(tmp_path):
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# Benchmark results\n\nearlier sections\n")
+    first = peers.section([peers.Row("imdb", "x", "peer", "test/acc", [0.5], [2.0])], [0])
+    peers.write_section(first, output)
+    second = peers.section([peers.Row("imdb", "y", "peer", "test/acc", [0.6], [3.0])], [0])
+    peers.write_section(second, output)
+    text = output.read_text()
+    assert text.count(peers.SECTION_START) == 1 and "| imdb | y | peer |" in text and "| imdb | x |" not in text
+    assert text.startswith("# Benchmark results\n\nearlier sections")
+
+
+def test_tutorial_recipe_trains_the_tutorial_network_in_a_plain_loop():
+    row = peers.tutorial_recipe("titanic")
+    assert row.kind == "plain PyTorch loop" and row.metric == "test/acc"
+    assert 0.7 <= row.values[0] <= 1.0 and row.seconds[0] > 0

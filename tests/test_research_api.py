@@ -210,14 +210,34 @@ def test_checkpoints_from_before_the_optimisation_hyperparameters_keep_their_tra
     from lightning_app.models import Cifar2Module
 
     written = Cifar2Module(net="tutorial")  # then the tutorial net ignored the saved label smoothing and momentum
-    old_hparams = {key: value for key, value in written.hparams.items() if key not in ("nesterov", "schedule")}
+    old_hparams = {
+        key: value for key, value in written.hparams.items() if key not in ("nesterov", "schedule", "flip_average")
+    }
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": written.state_dict(), "hyper_parameters": old_hparams,
                 "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
     loaded = Cifar2Module.load_from_checkpoint(path, weights_only=True)
     assert loaded.hparams.label_smoothing == 0.0 and loaded.hparams.momentum == 0.0
-    assert loaded.hparams.schedule == "constant"
+    assert loaded.hparams.schedule == "constant" and loaded.hparams.flip_average is False
 
     torch.save({"state_dict": written.state_dict(), "hyper_parameters": dict(written.hparams),
                 "pytorch-lightning_version": pl.__version__}, path)  # fmt: skip
     assert Cifar2Module.load_from_checkpoint(path, weights_only=True).hparams.label_smoothing == 0.1
+
+
+def test_review_callbacks_work_on_a_research_users_own_trainer(tmp_path) -> None:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_app.review import ConfusionMatrixFigure, PRCurve
+
+    datamodule = TitanicDataModule()
+    datamodule.setup("fit")
+    model = TitanicModule(**datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
+    logger = TensorBoardLogger(tmp_path, name="mine", default_hp_metric=False)
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", logger=logger, callbacks=[ConfusionMatrixFigure(), PRCurve()],
+        enable_progress_bar=False, enable_checkpointing=False, log_every_n_steps=1,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    events = b"".join(path.read_bytes() for path in Path(logger.log_dir).glob("events.out.tfevents.*"))
+    assert b"val/confusion_matrix" in events and b"val/pr_curve" in events

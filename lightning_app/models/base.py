@@ -60,9 +60,10 @@ class TaskModule(pl.LightningModule):
     baseline_name: ClassVar[str | None] = None
     #: Constructor arguments that the DataModule's ``model_kwargs()`` supplies (sizes: features, classes, ...).
     sizes_from_data: ClassVar[tuple[str, ...]] = ()
-    #: Checkpoints written before the hyperparameter named first existed trained each built-in net (by name)
-    #: with the settings given for it, whatever their saved hyperparameters say; loading applies them.
-    legacy_settings: ClassVar[tuple[str, dict[str, dict[str, Any]]] | None] = None
+    #: ``(hyperparameter, {net name or "*": settings})``: checkpoints written before that hyperparameter existed
+    #: ran each built-in net (or every net) with the given settings, whatever their saved hyperparameters say;
+    #: loading applies them.
+    legacy_settings: ClassVar[tuple[tuple[str, dict[str, dict[str, Any]]], ...]] = ()
     #: Steps whose outputs are queued on the device before one batched metric update.
     metric_update_every_n_steps: ClassVar[int] = 32
 
@@ -108,6 +109,11 @@ class TaskModule(pl.LightningModule):
     # -- to implement ---------------------------------------------------------
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.net(inputs)
+
+    def inference_net(self) -> torch.nn.Module:
+        """The network as evaluation uses it (``self.net``, or a wrapper such as test-time augmentation); exports
+        trace this."""
+        return self.net
 
     def shared_step(self, batch: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -228,5 +234,6 @@ class TaskModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.preprocessing = checkpoint.get("preprocessing", {})
         saved = checkpoint.get("hyper_parameters") or {}
-        if self.legacy_settings is not None and self.legacy_settings[0] not in saved:
-            self.hparams.update(self.legacy_settings[1].get(saved.get("net"), {}))
+        for marker, by_net in self.legacy_settings:
+            if marker not in saved:
+                self.hparams.update({**by_net.get("*", {}), **by_net.get(saved.get("net"), {})})

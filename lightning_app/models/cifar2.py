@@ -12,7 +12,7 @@ from torch import nn
 
 from datamodules.cifar2 import load_images, normalize_images
 from lightning_app.models.classifier import ClassifierModule
-from lightning_app.nets import SmallResNet, TutorialCifarNet
+from lightning_app.nets import HorizontalFlipAverage, SmallResNet, TutorialCifarNet
 
 VisionNet = Literal["resnet", "tutorial"]
 Schedule = Literal["one_cycle", "constant"]
@@ -50,6 +50,8 @@ class Cifar2Module(ClassifierModule):
         dropout: dropout before the ResNet's linear head.
         channels_last: run the network in channels-last memory format (same layers and weights; faster
             convolutions and pooling on CPU and GPU: 1.6x for the tutorial's Net on a CPU core).
+        flip_average: test-time augmentation: outside training, the logits are the mean over each image and its
+            mirror image (:class:`~lightning_app.nets.HorizontalFlipAverage`; exports include it).
         preprocessing: ``Cifar2DataModule.preprocessing_state()`` (class names, mean, std, image size).
     """
 
@@ -60,16 +62,19 @@ class Cifar2Module(ClassifierModule):
     monitor_mode = "min"
     sizes_from_data = ("num_classes",)
     legacy_settings = (
-        "schedule",
-        {
-            "tutorial": {
-                "momentum": 0.0,
-                "nesterov": False,
-                "weight_decay": 0.0,
-                "schedule": "constant",
-                "label_smoothing": 0.0,
-            }
-        },
+        (
+            "schedule",
+            {
+                "tutorial": {
+                    "momentum": 0.0,
+                    "nesterov": False,
+                    "weight_decay": 0.0,
+                    "schedule": "constant",
+                    "label_smoothing": 0.0,
+                }
+            },
+        ),
+        ("flip_average", {"*": {"flip_average": False}}),
     )
 
     def __init__(
@@ -86,6 +91,7 @@ class Cifar2Module(ClassifierModule):
         stem_stride: int = 2,
         dropout: float = 0.0,
         channels_last: bool = True,
+        flip_average: bool = True,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_classes, preprocessing)
@@ -108,7 +114,10 @@ class Cifar2Module(ClassifierModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.net(images)
+        return (self.net if self.training else self.inference_net())(images)
+
+    def inference_net(self) -> nn.Module:
+        return HorizontalFlipAverage(self.net) if self.hparams.flip_average else self.net
 
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []

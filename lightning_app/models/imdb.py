@@ -9,9 +9,9 @@ from torch import nn
 
 from datamodules.imdb import encode_texts, vocabulary_index
 from lightning_app.models.classifier import ClassifierModule
-from lightning_app.nets import BigramBagNet, TutorialTextCNN
+from lightning_app.nets import BigramBagNet, NBBagNet, TutorialTextCNN
 
-TextNet = Literal["bigram_bag", "tutorial_cnn"]
+TextNet = Literal["nb_bag", "bigram_bag", "tutorial_cnn"]
 
 
 class IMDBModule(ClassifierModule):
@@ -33,13 +33,22 @@ class IMDBModule(ClassifierModule):
         vocab_size: rows of the word embedding (from ``IMDBDataModule.model_kwargs()``).
         num_classes: number of labels (2 = binary).
         max_len: tokens per review (fixes the tutorial CNN's Linear width).
-        net: ``"bigram_bag"`` (mean of word + hashed-bigram embeddings), ``"tutorial_cnn"``
-            (the tutorial's Conv1d network), or any ``nn.Module`` mapping token ids
-            ``int32[B, max_len]`` to logits ``float32[B, 1]`` (two classes) or ``float32[B, num_classes]``.
+        net: ``"nb_bag"`` (:class:`~lightning_app.nets.NBBagNet`: NBSVM over distinct words and
+            hashed 2..``nb_ngrams``-grams plus the bigram bag), ``"bigram_bag"`` (mean of word +
+            hashed-bigram embeddings), ``"tutorial_cnn"`` (the tutorial's Conv1d network), or any
+            ``nn.Module`` mapping token ids ``int32[B, max_len]`` to logits ``float32[B, 1]`` (two
+            classes) or ``float32[B, num_classes]``.
         lr: Adagrad learning rate (the tutorial's optimizer; it also accepts the
-            bag's sparse gradients).
+            bags' sparse gradients).
         embed_dim: embedding width of the bigram bag.
         bigram_buckets: hash buckets for bigrams in the bigram bag (0 = words only).
+        nb_buckets: hash buckets of the NBSVM view's n-grams (its tables have ``vocab_size + nb_buckets`` rows
+            per output).
+        nb_ngrams: longest n-gram of the NBSVM view.
+        nb_alpha: smoothing of the naive-Bayes counts behind the NBSVM view's ratios.
+
+    The NBSVM view's naive-Bayes ratios are fitted from one pass over the training
+    batches when training starts (summed over processes), and saved with the weights.
         preprocessing: ``IMDBDataModule.preprocessing_state()`` (tokenizer, vocabulary, class names).
     """
 
@@ -52,10 +61,13 @@ class IMDBModule(ClassifierModule):
         vocab_size: int = 50_000,
         num_classes: int = 2,
         max_len: int = 1000,
-        net: TextNet | nn.Module = "bigram_bag",
+        net: TextNet | nn.Module = "nb_bag",
         lr: float = 0.1,
         embed_dim: int = 16,
         bigram_buckets: int = 1 << 18,
+        nb_buckets: int = 1 << 22,
+        nb_ngrams: int = 3,
+        nb_alpha: float = 8.0,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_classes, preprocessing)
@@ -65,6 +77,9 @@ class IMDBModule(ClassifierModule):
         self.net = self.build_net(
             net,
             {
+                "nb_bag": lambda: NBBagNet(
+                    vocab_size, outputs, nb_buckets, nb_ngrams, embed_dim=embed_dim, bigram_buckets=bigram_buckets
+                ),
                 "bigram_bag": lambda: BigramBagNet(
                     vocab_size, outputs, embed_dim=embed_dim, bigram_buckets=bigram_buckets
                 ),
@@ -75,6 +90,21 @@ class IMDBModule(ClassifierModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adagrad(self.parameters(), lr=self.hparams.lr)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if isinstance(self.net, NBBagNet) and not bool(self.net.nb_ready):
+            self._fit_nb_ratios()
+
+    @torch.no_grad()
+    def _fit_nb_ratios(self) -> None:
+        """Count every n-gram per class over one pass of the training batches (all processes), then fit the ratios."""
+        net: NBBagNet = self.net
+        counts = torch.zeros(self.num_classes, net.nb_rows, dtype=torch.float64, device=self.device)
+        for token_ids, labels in self.trainer.train_dataloader:
+            counts += net.nb_feature_counts(token_ids.to(self.device), labels.to(self.device), self.num_classes)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        net.fit_nb_ratios(counts, alpha=self.hparams.nb_alpha)
 
     def predict_raw(self, texts: list[str], batch_size: int = 512) -> list[dict[str, Any]]:
         """Score raw reviews: one ``{"label", "class_id", "probability", "probabilities"}`` per text.

@@ -41,7 +41,7 @@ class TitanicModule(ClassifierModule):
     monitor_mode = "min"
     sizes_from_data = ("num_features",)
     default_class_names = ("died", "survived")
-    legacy_settings = ("optimizer", {"tutorial": {"optimizer": "adam"}})
+    legacy_settings = (("optimizer", {"tutorial": {"optimizer": "adam"}}),)
 
     def __init__(
         self,

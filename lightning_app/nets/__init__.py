@@ -2,12 +2,14 @@
 
 from lightning_app.nets.sequence import MultiplicativeBlock, ResidualCovidNet, TutorialCovidNet
 from lightning_app.nets.tabular import ResidualMLP, TutorialMLP
-from lightning_app.nets.text import BigramBagNet, TutorialTextCNN
-from lightning_app.nets.vision import ResidualBlock, SmallResNet, TutorialCifarNet
+from lightning_app.nets.text import BigramBagNet, NBBagNet, TutorialTextCNN
+from lightning_app.nets.vision import HorizontalFlipAverage, ResidualBlock, SmallResNet, TutorialCifarNet
 
 __all__ = [
     "BigramBagNet",
+    "HorizontalFlipAverage",
     "MultiplicativeBlock",
+    "NBBagNet",
     "ResidualBlock",
     "ResidualCovidNet",
     "ResidualMLP",

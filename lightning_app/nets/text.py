@@ -6,19 +6,56 @@ import torch
 from torch import nn
 
 PAD_ID = 0
-#: Multiplier of the bigram hash; a prime larger than any vocabulary, so (a, b) pairs spread evenly.
-_BIGRAM_PRIME = 1_000_003
+#: Multiplier of the n-gram hash; a prime larger than any vocabulary, so (a, b) pairs spread evenly.
+_NGRAM_PRIME = 1_000_003
+#: Modulus that keeps the hash of 3-grams and longer inside int64 (a Mersenne prime).
+_MERSENNE_61 = (1 << 61) - 1
+
+
+def hashed_ngrams(token_ids: torch.Tensor, n: int, buckets: int, offset: int, salt: int = 1) -> torch.Tensor:
+    """Ids of the ``n``-token windows hashed into ``[offset, offset + buckets)``; those touching padding: ``PAD_ID``.
+
+    ``int[B, L]`` -> ``int64[B, max(L - n + 1, 0)]``. Deterministic: the same tokens
+    always give the same bucket, in any process. ``salt`` scatters the n-grams of
+    different lengths that share a table (``2n + 1`` is used by :class:`NBBagNet`).
+    """
+    ids = token_ids.long()
+    width = ids.shape[1] - n + 1
+    if width < 1:
+        return ids.new_zeros(ids.shape[0], 0)
+    hashed = ids[:, :width]
+    padded = hashed == PAD_ID
+    for k in range(1, n):
+        following = ids[:, k : k + width]
+        hashed = hashed * _NGRAM_PRIME + following
+        if k > 1:
+            hashed = hashed % _MERSENNE_61
+        padded = padded | (following == PAD_ID)
+    return ((hashed * salt) % buckets + offset).masked_fill(padded, PAD_ID)
 
 
 def hashed_bigrams(token_ids: torch.Tensor, buckets: int, offset: int) -> torch.Tensor:
-    """Ids of adjacent-token pairs, hashed into ``[offset, offset + buckets)``; pairs touching padding -> ``PAD_ID``.
+    """Adjacent-token pairs hashed into ``[offset, offset + buckets)`` (:func:`hashed_ngrams` with ``n = 2``)."""
+    return hashed_ngrams(token_ids, 2, buckets, offset)
 
-    ``int[B, L]`` -> ``int64[B, L - 1]``. Deterministic: the same two token ids
-    always give the same bucket, in any process.
+
+def trim_padding(token_ids: torch.Tensor) -> torch.Tensor:
+    """Drop the trailing columns that are padding in every row (a speed-up only; outputs do not change).
+
+    Left as it is while tracing, compiling or exporting, whose graphs must not depend on the batch's content.
     """
-    first, second = token_ids[:, :-1].long(), token_ids[:, 1:].long()
-    bigrams = (first * _BIGRAM_PRIME + second) % buckets + offset
-    return bigrams.masked_fill((first == PAD_ID) | (second == PAD_ID), PAD_ID)
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return token_ids
+    used = (token_ids != PAD_ID).any(0).nonzero()
+    return token_ids[:, : int(used.max()) + 1] if len(used) else token_ids[:, :1]
+
+
+def unique_per_row(features: torch.Tensor) -> torch.Tensor:
+    """A bag of ids with each id kept once per row (repeats become ``PAD_ID``; the order is not kept)."""
+    ordered, _ = features.sort(dim=1)
+    repeated = torch.zeros_like(ordered, dtype=torch.bool)
+    repeated[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    return ordered.masked_fill(repeated, PAD_ID)
 
 
 class BigramBagNet(nn.Module):
@@ -75,3 +112,88 @@ class TutorialTextCNN(nn.Module):
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         embedded = self.embedding(token_ids.long()).transpose(1, 2)  # [B, 3, L]
         return self.linear(self.conv(embedded))
+
+
+class NBBagNet(nn.Module):
+    """NBSVM as a network, plus the fastText view of :class:`BigramBagNet`; their logits add up.
+
+    ``int[B, L]`` token ids -> ``float32[B, num_outputs]`` logits. The NBSVM view
+    (Wang & Manning, 2012) scores the set of a review's distinct words and hashed
+    2..``nb_ngrams``-grams: ``sum_f (w_f + weight_offset) * r_f / ratio_scale + b``, with
+    ``w`` learned (sparse, starting at 0) and ``r`` the naive-Bayes log-count ratio of
+    each feature, fitted on the training data by :meth:`fit_nb_ratios` before training
+    (one ratio per class against the rest above two classes). ``r`` is the buffer
+    ``nb_ratio`` and ``nb_ready`` says whether it was fitted; both travel in the state dict.
+
+    Sizes: ``(vocab_size + nb_buckets) x num_outputs`` weights and ratios, plus the
+    fastText view's ``(vocab_size + bigram_buckets) x embed_dim`` embedding. Use an
+    optimizer that takes sparse gradients (Adagrad, SGD).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_outputs: int,
+        nb_buckets: int = 1 << 22,
+        nb_ngrams: int = 3,
+        embed_dim: int = 16,
+        bigram_buckets: int = 1 << 18,
+        weight_offset: float = 0.4,
+        ratio_scale: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.nb_buckets, self.nb_ngrams = vocab_size, nb_buckets, nb_ngrams
+        self.weight_offset, self.ratio_scale = weight_offset, ratio_scale
+        self.nb_rows = vocab_size + nb_buckets
+        self.nb_weight = nn.Embedding(self.nb_rows, num_outputs, sparse=True)
+        nn.init.zeros_(self.nb_weight.weight)
+        self.nb_bias = nn.Parameter(torch.zeros(num_outputs))
+        self.register_buffer("nb_ratio", torch.zeros(self.nb_rows, num_outputs))
+        self.register_buffer("nb_ready", torch.tensor(False))
+        self.bag = BigramBagNet(vocab_size, num_outputs, embed_dim=embed_dim, bigram_buckets=bigram_buckets)
+
+    def nb_features(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The distinct word and hashed n-gram ids of each row (``PAD_ID`` fills the rest): ``int64[B, ~nL]``."""
+        ids = token_ids.long()
+        ngrams = [
+            hashed_ngrams(ids, n, self.nb_buckets, self.vocab_size, salt=2 * n + 1)
+            for n in range(2, self.nb_ngrams + 1)
+        ]
+        return unique_per_row(torch.cat([ids, *ngrams], dim=1))
+
+    def nb_feature_counts(self, token_ids: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """``float64[num_classes, vocab_size + nb_buckets]``: in how many rows of each class every feature occurs."""
+        features = self.nb_features(trim_padding(token_ids))
+        counts = torch.zeros(num_classes, self.nb_rows, dtype=torch.float64, device=features.device)
+        for label in range(num_classes):
+            present = features[labels == label].reshape(-1)
+            counts[label] += torch.bincount(present[present != PAD_ID], minlength=self.nb_rows).double()
+        return counts
+
+    @torch.no_grad()
+    def fit_nb_ratios(self, counts: torch.Tensor, alpha: float = 8.0) -> None:
+        """Set ``nb_ratio`` from the summed :meth:`nb_feature_counts` of the training data, smoothed by ``alpha``.
+
+        Two classes: ``log(p / |p|) - log(q / |q|)`` of class 1 (``p``) against class 0 (``q``); more:
+        each class against the rest. A large ``alpha`` keeps rare n-grams, which point to their one
+        review's label, from dominating.
+        """
+        smoothed = counts + alpha
+        if counts.shape[0] == 2:
+            positive, negative = smoothed[1], smoothed[0]
+            ratio = (torch.log(positive / positive.sum()) - torch.log(negative / negative.sum()))[:, None]
+        else:
+            rest = counts.sum(0, keepdim=True) - counts + alpha
+            ratio = (
+                torch.log(smoothed / smoothed.sum(1, keepdim=True)) - torch.log(rest / rest.sum(1, keepdim=True))
+            ).T
+        ratio[PAD_ID] = 0.0
+        self.nb_ratio.copy_(ratio.float())
+        self.nb_ready.fill_(True)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        ids = trim_padding(token_ids).long()
+        features = self.nb_features(ids)
+        present = (features != PAD_ID).unsqueeze(-1)
+        weights = (self.nb_weight(features) + self.weight_offset) * self.nb_ratio[features] * present
+        return weights.sum(1) / self.ratio_scale + self.nb_bias + self.bag(ids)

@@ -89,3 +89,17 @@ class SmallResNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return _squeeze_binary(self.head(self.pool(self.stages(self.stem(images)))))
+
+
+class HorizontalFlipAverage(nn.Module):
+    """Test-time augmentation: the mean of ``net``'s logits over the images and their mirror images.
+
+    Wraps the network without copying it (the same parameters); ``float32[B, 3, H, W]`` in, ``net``'s logits out.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (self.net(images) + self.net(images.flip(-1))) / 2

@@ -1,0 +1,282 @@
+"""Peers: this project's default models beside what a practitioner would pick instead, in one run on one machine.
+
+    pip install -e ".[bench]"                        # scikit-learn: benchmark-only, never a runtime dependency
+    python -m benchmarks.peers                       # every task; writes its section into benchmarks/RESULTS.md
+    python -m benchmarks.peers --tasks imdb titanic --seeds 3 --output /tmp/RESULTS.md
+
+Rows per task:
+
+* this project's default (``fit`` with the registry defaults; one run per seed, test split touched once each);
+* the tutorial's own recipe as a plain PyTorch loop: its network, loss, optimizer, batch size and epochs
+  (this project's tutorial variant without the Trainer), trained on the whole training file as the
+  tutorial did (no validation split) and scored on the test split after the last epoch;
+* peers from scikit-learn: for IMDB a TF-IDF uni+bigram logistic regression and an NBSVM-style model
+  (binary 1-3-gram counts scaled by the naive-Bayes log-count ratio, then logistic regression), for
+  Titanic gradient boosting (``HistGradientBoostingClassifier``) on the default feature encoding.
+  Their regularisation strength is chosen on this project's validation split (90/10 of train for IMDB),
+  then they are scored once on test.
+
+Times are wall-clock seconds of training only (vectorising included for the scikit-learn text models;
+``trainer.fit`` for this project; the loop for the tutorial recipe), data loading excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from datamodules import PACKAGED_DATA_DIR
+from datamodules.base import train_val_split
+from datamodules.cache import atomic_write_bytes
+from datamodules.imdb import read_labeled_texts
+from lightning_app.models import TaskModule
+from lightning_app.registry import TASKS
+from lightning_app.training import FitConfig, build_datamodule_and_module, fit
+from lightning_app.warning_filters import silence_harmless_warnings
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION_START, SECTION_END = "<!-- peers:start -->", "<!-- peers:end -->"
+#: The test metric compared per task.
+TASK_METRIC = {"imdb": "test/acc", "cifar2": "test/acc", "titanic": "test/acc", "covid19": "test/mae"}
+
+
+@dataclass
+class Row:
+    task: str
+    model: str
+    kind: str
+    metric: str
+    values: list[float]
+    seconds: list[float]
+    note: str = ""
+
+    def markdown(self) -> str:
+        return (
+            f"| {self.task} | {self.model} | {self.kind} | {self.metric} | {summarise(self.values, 4)} | "
+            f"{summarise(self.seconds, 1)} | {len(self.values)} | {self.note} |"
+        )
+
+
+def summarise(values: Sequence[float], digits: int) -> str:
+    """``median (min-max)``, or the single value."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+# -- this project's defaults ------------------------------------------------------------------------------
+def project_default(task: str, seeds: Sequence[int]) -> Row:
+    metric = TASK_METRIC[task]
+    values, seconds = [], []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as scratch:
+            result = fit(FitConfig(task=task, seed=seed, log_dir=scratch, accelerator="cpu", enable_progress_bar=False))
+        values.append(result.metrics[metric])
+        seconds.append(result.train_seconds)
+    note = "validation carved from train; checkpoint chosen on validation"
+    if task == "covid19":
+        note += f"; persistence test/mae {result.metrics['test/persistence_mae']:.1f}"
+    return Row(task, "default", "this project", metric, values, seconds, note)
+
+
+# -- the tutorial's recipe as a plain loop -----------------------------------------------------------------
+def _all_training_data(task: str) -> tuple[object, TaskModule, tuple[torch.Tensor, ...]]:
+    config = FitConfig(task=task, model="tutorial", seed=0)
+    datamodule, module = build_datamodule_and_module(config)
+    train = datamodule.train_set.tensors
+    val = datamodule.val_set.tensors
+    return datamodule, module, tuple(torch.cat([a, b]) for a, b in zip(train, val, strict=True))
+
+
+def tutorial_recipe(task: str, seed: int = 0) -> Row:
+    """The tutorial's network, loss, optimizer, batch size and epochs in a hand-written loop."""
+    pl.seed_everything(seed, verbose=False)
+    datamodule, module, tensors = _all_training_data(task)
+    settings = TASKS[task].datamodule_settings("tutorial")
+    epochs, batch_size = TASKS[task].variant("tutorial").max_epochs, settings["batch_size"]
+    optimizer = module.configure_optimizers()
+    module.train()
+    started = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(tensors[0]))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = datamodule.on_after_batch_transfer([tensor[index] for tensor in tensors], 0)
+            loss = module.shared_step(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - started
+    datamodule.setup("test")
+    inputs, target = datamodule.on_after_batch_transfer(list(datamodule.test_set.tensors), 0)
+    preds = torch.cat([module.predict_encoded(chunk) for chunk in inputs.split(512)])
+    if task == "covid19":
+        value = float((preds - target).abs().mean())
+    else:
+        labels = (preds >= 0.5).long() if preds.ndim == 1 else preds.argmax(-1)
+        value = float((labels == target).float().mean())
+    note = f"{epochs} epochs, batch {batch_size}, train + validation rows, score after the last epoch"
+    return Row(task, "tutorial recipe", "plain PyTorch loop", TASK_METRIC[task], [value], [seconds], note)
+
+
+# -- scikit-learn peers -----------------------------------------------------------------------------------
+def _imdb_texts() -> tuple[list[str], list[int], list[str], list[int]]:
+    def read(split: str) -> tuple[list[str], list[int]]:
+        labels, texts, _ = read_labeled_texts(PACKAGED_DATA_DIR / "imdb" / f"{split}.tsv.gz")
+        return [text.replace("<br />", " ") for text in texts], [int(label) for label in labels]
+
+    return *read("train"), *read("test")
+
+
+def _choose_c(fit_and_score: Callable[[float], float], grid: Sequence[float]) -> float:
+    """The C of ``grid`` with the best validation accuracy (first of ties)."""
+    scores = {c: fit_and_score(c) for c in grid}
+    return max(grid, key=lambda c: scores[c])
+
+
+def imdb_peers(seed: int = 42) -> list[Row]:
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train_texts, train_labels, test_texts, test_labels = _imdb_texts()
+    train_index, val_index = train_val_split(len(train_texts), 0.1, seed, PACKAGED_DATA_DIR / "imdb")
+    y = np.array(train_labels)
+    y_test = np.array(test_labels)
+    fit_rows, val_rows = train_index.numpy(), val_index.numpy()
+    rows = []
+
+    def logistic(c: float) -> LogisticRegression:
+        return LogisticRegression(C=c, solver="liblinear", max_iter=1000)
+
+    # TF-IDF uni+bigrams.
+    started = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    features = vectorizer.fit_transform([train_texts[i] for i in fit_rows])
+    val_features = vectorizer.transform([train_texts[i] for i in val_rows])
+    c = _choose_c(lambda c: logistic(c).fit(features, y[fit_rows]).score(val_features, y[val_rows]), (1, 4, 16))
+    model = logistic(c).fit(features, y[fit_rows])
+    seconds = time.perf_counter() - started
+    accuracy = model.score(vectorizer.transform(test_texts), y_test)
+    rows.append(Row("imdb", "TF-IDF 1-2-grams + LogisticRegression", "scikit-learn", "test/acc", [accuracy],
+                    [seconds], f"C={c} chosen on validation"))  # fmt: skip
+
+    # NBSVM-style: binary 1-3-gram counts scaled by the naive-Bayes log-count ratio.
+    started = time.perf_counter()
+    counts = CountVectorizer(ngram_range=(1, 3), min_df=2, binary=True)
+    features = counts.fit_transform([train_texts[i] for i in fit_rows])
+    labels = y[fit_rows]
+    positive = np.asarray(features[labels == 1].sum(0)).ravel() + 1.0
+    negative = np.asarray(features[labels == 0].sum(0)).ravel() + 1.0
+    ratio = np.log((positive / positive.sum()) / (negative / negative.sum()))
+    scaled = features.multiply(ratio).tocsr()
+    val_scaled = counts.transform([train_texts[i] for i in val_rows]).multiply(ratio).tocsr()
+    c = _choose_c(lambda c: logistic(c).fit(scaled, labels).score(val_scaled, y[val_rows]), (0.1, 0.3, 1.0))
+    model = logistic(c).fit(scaled, labels)
+    seconds = time.perf_counter() - started
+    accuracy = model.score(counts.transform(test_texts).multiply(ratio).tocsr(), y_test)
+    rows.append(Row("imdb", "NBSVM-style 1-3-grams + LogisticRegression", "scikit-learn", "test/acc", [accuracy],
+                    [seconds], f"C={c} chosen on validation"))  # fmt: skip
+    return rows
+
+
+def titanic_peer(seeds: Sequence[int]) -> Row:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    values, seconds = [], []
+    for seed in seeds:
+        datamodule, _ = build_datamodule_and_module(FitConfig(task="titanic", seed=seed))
+        datamodule.setup("test")
+        (x_train, y_train), (x_val, y_val) = datamodule.train_set.tensors, datamodule.val_set.tensors
+        x_test, y_test = datamodule.test_set.tensors
+        started = time.perf_counter()
+        best = max(
+            (0.03, 0.1, 0.3),
+            key=lambda rate: (
+                HistGradientBoostingClassifier(learning_rate=rate, max_iter=200, random_state=seed)
+                .fit(x_train.numpy(), y_train.numpy())
+                .score(x_val.numpy(), y_val.numpy())
+            ),
+        )
+        model = HistGradientBoostingClassifier(learning_rate=best, max_iter=200, random_state=seed)
+        model.fit(x_train.numpy(), y_train.numpy())
+        seconds.append(time.perf_counter() - started)
+        values.append(model.score(x_test.numpy(), y_test.numpy()))
+    note = "default feature encoding; learning rate chosen on validation; the same splits as the default"
+    return Row("titanic", "HistGradientBoostingClassifier", "scikit-learn", "test/acc", values, seconds, note)
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def rows_for(task: str, seeds: Sequence[int]) -> list[Row]:
+    rows = [project_default(task, seeds), tutorial_recipe(task)]
+    if task == "imdb":
+        rows += imdb_peers()
+    if task == "titanic":
+        rows.append(titanic_peer(range(max(5, len(seeds)))))
+    return rows
+
+
+def section(rows: Sequence[Row], seeds: Sequence[int]) -> str:
+    lines = [
+        SECTION_START,
+        "### Peers: this project's defaults beside scikit-learn and the tutorial's own recipe",
+        "",
+        f"`python -m benchmarks.peers`, one run on this machine ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())});"
+        f" this project's defaults over seeds {list(seeds)} (median (min-max)); seconds are training only.",
+        "",
+        "| task | model | kind | metric | value | train s | runs | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(row.markdown() for row in rows),
+        SECTION_END,
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str, output: Path) -> None:
+    """Put ``text`` into ``output`` in place of an earlier peers section, or at its end."""
+    current = output.read_text(encoding="utf-8") if output.is_file() else "# Benchmark results\n"
+    pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), flags=re.DOTALL)
+    found = pattern.search(current)
+    updated = pattern.sub(lambda _: text, current) if found else current.rstrip("\n") + "\n\n" + text
+    atomic_write_bytes(output, (updated.rstrip("\n") + "\n").encode())
+
+
+def kept_section(output: Path) -> str | None:
+    """The peers section already in ``output``, for ``benchmarks.run`` to carry over when it rewrites the file."""
+    if not output.is_file():
+        return None
+    found = re.search(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), output.read_text(), re.DOTALL)
+    return found.group(0) if found else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["imdb", "cifar2", "titanic", "covid19"], choices=sorted(TASKS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of this project's defaults (default 3)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    silence_harmless_warnings()
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    seeds = list(range(args.seeds))
+    rows = []
+    for task in args.tasks:
+        rows += rows_for(task, seeds)
+        print("\n".join(row.markdown() for row in rows[-4:]), flush=True)
+    text = section(rows, seeds)
+    write_section(text, args.output)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
+
