@@ -1,12 +1,20 @@
 """Plain ``nn.Module`` networks, free of any training logic."""
 
-from lightning_app.nets.sequence import MultiplicativeBlock, ResidualCovidNet, TutorialCovidNet
+from lightning_app.nets.sequence import (
+    LogTrendCovidNet,
+    MultiplicativeBlock,
+    ResidualCovidNet,
+    TutorialCovidNet,
+    damped_log_trend,
+    log1p_counts,
+)
 from lightning_app.nets.tabular import ResidualMLP, TutorialMLP
 from lightning_app.nets.text import BigramBagNet, TutorialTextCNN
 from lightning_app.nets.vision import ResidualBlock, SmallResNet, TutorialCifarNet
 
 __all__ = [
     "BigramBagNet",
+    "LogTrendCovidNet",
     "MultiplicativeBlock",
     "ResidualBlock",
     "ResidualCovidNet",
@@ -16,4 +24,6 @@ __all__ = [
     "TutorialCovidNet",
     "TutorialMLP",
     "TutorialTextCNN",
+    "damped_log_trend",
+    "log1p_counts",
 ]
