@@ -24,6 +24,8 @@ from lightning_app.tables import format_table
 CovidNet = Literal["log_trend", "residual_lstm", "tutorial"]
 CovidLoss = Literal["log_l1", "mase", "mspe"]
 CovidOptimizer = Literal["adam", "adagrad"]
+#: Metrics computed per series (vectors over the file's columns).
+PER_SERIES_METRICS = ("mae", "mase", "trend_mae", "trend_mase")
 #: Days of the multi-step forecast scored at the start of the test period.
 ROLLOUT_DAYS = 7
 
@@ -168,9 +170,11 @@ class Covid19Module(TaskModule):
 
     # -- metrics --------------------------------------------------------------
     def scalar_metrics(self, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-series metrics (vectors) become ``<name>`` (their mean) and ``<name>_<column>``."""
-        if value.ndim == 0:
-            return {name: value}
+        """Per-series metrics become ``<name>`` (their mean over series) and ``<name>_<column>``."""
+        metric = name.rpartition("/")[2].removeprefix(f"{self.baseline_name}_")
+        if metric not in PER_SERIES_METRICS:
+            return super().scalar_metrics(name, value)
+        value = value.reshape(-1)  # torchmetrics returns a one-series vector as a scalar
         values = {name: value.mean()}
         values.update({f"{name}_{column}": item for column, item in zip(self.series_names, value, strict=True)})
         return values
