@@ -1,16 +1,18 @@
-"""COVID-19 daily forecast (time series, regression).
+"""COVID-19 daily forecast (time series, regression), or any daily count series.
 
-The CSV holds cumulative counts per day; the model sees the daily differences.
-A sample is a window of ``window`` consecutive days of differences and the
-target is the next day's differences. Splits are in time order: the last
-``test_days`` target days are the test period, the ``val_days`` before them
-the validation period, everything earlier is training.
+The file holds a ``date`` column and one or more numeric count columns
+(tab or comma separated), cumulative counts by default or already daily
+counts (``counts="daily"``); the model sees the daily values. A sample is a
+window of ``window`` consecutive days and the target is the next day. Splits
+are in time order: the last ``test_days`` target days are the test period, the
+``val_days`` before them the validation period, everything earlier is training.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -18,31 +20,63 @@ from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, r
 from datamodules.errors import DataError
 
 DATE_COLUMN = "date"
+#: The count columns of the bundled file; a file of your own may have any others.
 COUNT_COLUMNS = ["confirmed_num", "cured_num", "dead_num"]
-#: Largest cumulative count accepted: far above any real count, far below float32's limit.
+#: Largest count accepted: far above any real count, far below float32's limit.
 MAX_COUNT = 1e12
+Counts = Literal["cumulative", "daily"]
+#: Days listed by name in the warning about negative daily values.
+LISTED_DAYS = 10
 
 
-def _parse_count(path: Path, line: int, column: str, value: str) -> float:
+def _parse_count(path: Path, line: int, column: str, value: str, allow_negative: bool = False) -> float:
     count = parse_float(path, line, column, value)
-    if not 0 <= count <= MAX_COUNT:
-        raise DataError(
-            path, f"column '{column}' must be a count between 0 and {MAX_COUNT:g}, got {value!r}", line=line
-        )
+    low = -MAX_COUNT if allow_negative else 0
+    if not low <= count <= MAX_COUNT:
+        what = "a value" if allow_negative else "a count"
+        what = f"{what} between {low:g} and {MAX_COUNT:g}"
+        raise DataError(path, f"column '{column}' must be {what}, got {value!r}", line=line)
     return count
 
 
-def read_cumulative_counts(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """Read the tab-separated file into dates and ``float32[days, 3]`` cumulative counts."""
+def _delimiter(path: Path) -> str:
+    """Tab unless the header line has commas and no tab."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            header = handle.readline()
+    except OSError:
+        return "\t"
+    return "," if "," in header and "\t" not in header else "\t"
+
+
+def read_counts(path: str | Path, counts: Counts = "cumulative") -> tuple[list[str], list[str], torch.Tensor]:
+    """Read a ``date`` column plus every other column as counts: ``(dates, columns, float32[days, columns])``.
+
+    Tab- or comma-separated. Cumulative counts must be non-negative; daily counts may be negative
+    (corrections).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    rows = read_csv_rows(path, [DATE_COLUMN, *COUNT_COLUMNS], delimiter="\t")
+    delimiter = _delimiter(path)
+    rows = read_csv_rows(path, [DATE_COLUMN], delimiter=delimiter)
+    columns = [name for name in rows[0][1] if name != DATE_COLUMN]
+    if not columns:
+        raise DataError(path, f"no count columns besides '{DATE_COLUMN}'", line=1)
     dates = [row[DATE_COLUMN].strip() for _, row in rows]
-    values = [[_parse_count(path, line, column, row[column]) for column in COUNT_COLUMNS] for line, row in rows]
+    values = [
+        [_parse_count(path, line, column, row[column], allow_negative=counts == "daily") for column in columns]
+        for line, row in rows
+    ]
     if sorted(dates) != dates or len(set(dates)) != len(dates):
         raise DataError(path, "dates must be unique and in increasing order")
-    return dates, torch.tensor(values, dtype=torch.float32)
+    return dates, columns, torch.tensor(values, dtype=torch.float32)
+
+
+def read_cumulative_counts(path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """Read a file of cumulative counts into dates and ``float32[days, columns]`` (the bundled file: 3 columns)."""
+    dates, _, values = read_counts(path, "cumulative")
+    return dates, values
 
 
 def daily_differences(cumulative: torch.Tensor) -> torch.Tensor:
@@ -59,18 +93,37 @@ def make_windows(series: torch.Tensor, window: int) -> tuple[torch.Tensor, torch
     return inputs, series[window:]
 
 
-class Covid19DataModule(TaskDataModule):
-    """China's COVID-19 counts (2020-01-24 .. 2020-03-10), forecast one day ahead.
+def warn_negative_days(path: Path, dates: list[str], columns: list[str], daily: torch.Tensor) -> int:
+    """Warn, naming the file and the days, when daily values are below zero; returns how many are."""
+    negative = (daily < 0).nonzero().tolist()
+    if negative:
+        listed = ", ".join(f"{dates[day]} ({columns[column]})" for day, column in negative[:LISTED_DAYS])
+        more = f" and {len(negative) - LISTED_DAYS} more" if len(negative) > LISTED_DAYS else ""
+        warnings.warn(
+            f"{path}: {len(negative)} daily value(s) below zero (corrections of a cumulative count): {listed}{more}; "
+            "the model reads them as 0 (its log1p inputs are clamped at 0), the metrics score them as they are",
+            UserWarning,
+            stacklevel=2,
+        )
+    return len(negative)
 
-    A batch is ``(window, target)``: ``float32[B, window, 3]`` daily increments of
-    (confirmed, cured, dead) and ``float32[B, 3]`` the next day's increments.
+
+class Covid19DataModule(TaskDataModule):
+    """Daily count series forecast one day ahead: China's COVID-19 counts (2020-01-24 .. 2020-03-10) by default.
+
+    A batch is ``(window, target)``: ``float32[B, window, C]`` daily values of the
+    file's ``C`` count columns (the bundled file: confirmed, cured, dead) and
+    ``float32[B, C]`` the next day's values.
 
     Args:
-        data_dir: folder with ``covid-19.csv`` (tab separated; default: bundled data).
+        data_dir: folder with ``covid-19.csv``: a ``date`` column (ISO dates, increasing) and one or
+            more count columns, tab or comma separated (default: the bundled data).
         window: days of history per sample (the tutorial's 8).
         test_days: last target days held out for testing.
         val_days: target days before the test period used for validation.
         batch_size: windows per batch (the tutorial's 38 takes all training windows at once).
+        counts: ``"cumulative"`` (running totals, differenced into daily values: a total that falls
+            gives a negative day, counted in a warning) or ``"daily"`` (the file already holds daily values).
     """
 
     packaged_subdir = "covid19"
@@ -85,11 +138,19 @@ class Covid19DataModule(TaskDataModule):
         batch_size: int = 38,
         num_workers: int = 0,
         seed: int = 42,
+        counts: Counts = "cumulative",
     ) -> None:
+        if counts not in ("cumulative", "daily"):
+            raise ValueError(f"counts must be 'cumulative' or 'daily', got {counts!r}")
         super().__init__(data_dir)
         self.save_hyperparameters(ignore=["data_dir"], logger=False)
         self.dates: list[str] = []
+        self.columns: list[str] = []
         self.cumulative: torch.Tensor | None = None
+        #: Daily values ``float32[T, C]`` and their dates (without the first date of a cumulative file).
+        self.daily: torch.Tensor | None = None
+        self.daily_dates: list[str] = []
+        self.negative_days = 0
 
     def prepare_data(self) -> None:
         self.require_file(self.file_name)
@@ -98,33 +159,66 @@ class Covid19DataModule(TaskDataModule):
         if self.train_set is not None:
             return
         path = self.require_file(self.file_name)
-        dates, cumulative = read_cumulative_counts(path)
+        counts = self.hparams.counts
+        dates, columns, values = read_counts(path, counts)
         window, test_days, val_days = self.hparams.window, self.hparams.test_days, self.hparams.val_days
-        n_windows = max(len(dates) - 1 - window, 0)  # what make_windows gives for len(dates) - 1 increments
+        lost = 1 if counts == "cumulative" else 0  # differencing costs the first day
+        n_windows = max(len(dates) - lost - window, 0)  # what make_windows gives
         n_train = n_windows - test_days - val_days
         if n_train < 1:
+            needed = window + 1 + val_days + test_days + lost
             raise DataError(
                 path,
                 f"{len(dates)} days give {n_windows} windows of {window} days: too few for "
-                f"{val_days} validation and {test_days} test days",
+                f"{val_days} validation and {test_days} test days (needs at least {needed} days: "
+                f"{window}-day window + 1 training day + {val_days} validation + {test_days} test"
+                + (" + 1 for differencing cumulative counts)" if lost else ")"),
             )
-        inputs, targets = make_windows(daily_differences(cumulative), window)
-        self.dates, self.cumulative = dates, cumulative
+        daily = daily_differences(values) if counts == "cumulative" else values
+        daily_dates = dates[lost:]
+        self.negative_days = warn_negative_days(path, daily_dates, columns, daily)
+        inputs, targets = make_windows(daily, window)
+        self.dates, self.columns, self.daily, self.daily_dates = dates, columns, daily, daily_dates
+        self.cumulative = values if counts == "cumulative" else None
         n_val_end = n_train + val_days
         self.train_set = BatchIndexedTensors(inputs[:n_train], targets[:n_train])
         self.val_set = BatchIndexedTensors(inputs[n_train:n_val_end], targets[n_train:n_val_end])
         self.test_set = BatchIndexedTensors(inputs[n_val_end:], targets[n_val_end:])
 
+    def rollout_period(self, days: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(history float32[window, C], actual float32[D, C])``: the days before the test period and its first
+        ``D = min(days, test_days)`` days, to score a multi-day forecast that feeds itself back."""
+        if self.test_set is None:
+            raise RuntimeError("call setup() before rollout_period()")
+        windows, targets = self.test_set.tensors
+        return windows[0], targets[: min(days, len(targets))]
+
     def model_kwargs(self) -> dict[str, Any]:
-        return {"num_series": len(COUNT_COLUMNS)}
+        if not self.columns:
+            raise RuntimeError("call setup() before model_kwargs()")
+        return {"num_series": len(self.columns)}
 
     def preprocessing_state(self) -> dict[str, Any]:
-        """The whole series (47 days: small), so a reloaded model can forecast from its end and plot it."""
-        if self.cumulative is None:
+        """The whole series (tens of days: small), so a reloaded model can forecast from its end and plot it."""
+        if self.daily is None:
             raise RuntimeError("call setup() before preprocessing_state()")
-        return {
+        state: dict[str, Any] = {
             "window": self.hparams.window,
-            "columns": list(COUNT_COLUMNS),
+            "columns": list(self.columns),
+            "counts": self.hparams.counts,
             "dates": list(self.dates),
-            "cumulative": self.cumulative.tolist(),
         }
+        if self.cumulative is not None:
+            state["cumulative"] = self.cumulative.tolist()
+        else:
+            state["daily"] = self.daily.tolist()
+        return state
+
+
+def daily_from_state(state: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
+    """The daily values ``float32[T, C]`` and their dates from a ``preprocessing_state()`` (also an older one)."""
+    if "daily" in state:
+        return list(state["dates"]), torch.tensor(state["daily"], dtype=torch.float32)
+    if "cumulative" in state:
+        return list(state["dates"][1:]), daily_differences(torch.tensor(state["cumulative"], dtype=torch.float32))
+    raise ValueError("no series stored in this preprocessing state")

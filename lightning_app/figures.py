@@ -67,8 +67,12 @@ def forecast_figure(
     forecast_dates: Sequence[str],
     forecast: torch.Tensor,
     columns: Sequence[str],
+    lower: torch.Tensor | None = None,
+    upper: torch.Tensor | None = None,
+    interval: float = 0.8,
 ) -> Figure:
-    """One panel per series: observed daily values ``float[T, C]`` then the dashed ``float[D, C]`` forecast."""
+    """One panel per series: observed daily values ``float[T, C]``, the dashed ``float[D, C]`` forecast and,
+    given ``lower`` and ``upper`` (``float[D, C]``), its interval as a shaded band."""
     figure = Figure(figsize=(9, 2.6 * len(columns)))
     axes = figure.subplots(len(columns), 1, sharex=True, squeeze=False)[:, 0]
     dates = [dt.date.fromisoformat(d) for d in history_dates]
@@ -77,10 +81,19 @@ def forecast_figure(
         axis.plot(dates, history[:, i].tolist(), label="observed", color="tab:blue")
         bridge = [float(history[-1, i]), *forecast[:, i].tolist()]
         axis.plot([dates[-1], *future], bridge, "--", label="forecast", color="tab:orange")
+        if lower is not None and upper is not None:
+            axis.fill_between(
+                future,
+                lower[:, i].tolist(),
+                upper[:, i].tolist(),
+                color="tab:orange",
+                alpha=0.25,
+                label=f"{interval:.0%} interval",
+            )
         axis.set_ylabel(f"{name}\nper day")
         axis.grid(alpha=0.3)
     axes[0].legend(loc="upper right")
-    axes[0].set_title("COVID-19 daily increments: history and forecast")
+    axes[0].set_title("daily values: history and forecast")
     figure.autofmt_xdate()
     figure.tight_layout()
     return figure

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from datamodules.base import read_csv_rows
-from datamodules.covid import daily_differences
+from datamodules.covid import daily_from_state
 from datamodules.errors import DataError
 from datamodules.imdb import read_text_lines
 from datamodules.titanic import INPUT_COLUMNS, parse_passenger
@@ -121,28 +121,44 @@ def predict_cifar2(module, request: PredictRequest) -> Prediction:
 
 
 def predict_covid19(module, request: PredictRequest) -> Prediction:
-    """Forecast ``days`` days past the end of the training series; plot history and forecast."""
+    """Forecast ``days`` days past the end of the stored series, with an interval per day; plot history and forecast.
+
+    Per series ``<column>_new`` (the day's forecast), ``<column>_low`` / ``<column>_high`` (the interval,
+    ``module.hparams.interval`` coverage) and, for cumulative files, ``<column>_total`` (the running total).
+    """
     if request.inputs or request.input_file:
         raise UsageError("covid19 forecasts from the series stored in the checkpoint: pass --days N, no inputs")
     days = request.days or 7
     state = module.preprocessing
     columns = state["columns"]
-    cumulative = torch.tensor(state["cumulative"])
-    increments = module.forecast(days)
-    totals = cumulative[-1] + increments.cumsum(0)
+    history_dates, history = daily_from_state(state)
+    forecast = module.forecast(days)
+    totals = torch.tensor(state["cumulative"][-1]) + forecast.point.cumsum(0) if "cumulative" in state else None
     last_date = dt.date.fromisoformat(state["dates"][-1])
     records = []
     for offset in range(days):
         record: dict[str, Any] = {"date": (last_date + dt.timedelta(days=offset + 1)).isoformat()}
         for i, name in enumerate(columns):
-            record[f"{name}_new"] = round(float(increments[offset, i]), 1)
-            record[f"{name}_total"] = round(float(totals[offset, i]), 1)
+            record[f"{name}_new"] = round(float(forecast.point[offset, i]), 1)
+            record[f"{name}_low"] = round(float(forecast.lower[offset, i]), 1)
+            record[f"{name}_high"] = round(float(forecast.upper[offset, i]), 1)
+            if totals is not None:
+                record[f"{name}_total"] = round(float(totals[offset, i]), 1)
         records.append(record)
-    all_columns = ["date", *(f"{c}_{kind}" for c in columns for kind in ("new", "total"))]
+    kinds = ("new", "low", "high", "total") if totals is not None else ("new", "low", "high")
+    all_columns = ["date", *(f"{c}_{kind}" for c in columns for kind in kinds)]
     written = []
     if request.plot_path is not None:
-        history = daily_differences(cumulative)
-        figure = forecast_figure(state["dates"][1:], history, [r["date"] for r in records], increments, columns)
+        figure = forecast_figure(
+            history_dates,
+            history,
+            [r["date"] for r in records],
+            forecast.point,
+            columns,
+            lower=forecast.lower,
+            upper=forecast.upper,
+            interval=float(module.hparams.get("interval", 0.8)),
+        )
         request.plot_path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(request.plot_path, dpi=100)
         written.append(request.plot_path)

@@ -10,7 +10,7 @@ import importlib.util
 import inspect
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ class FitResult:
     seconds: float
     train_seconds: float
     baseline_name: str | None = None
+    #: The module's extra summary blocks (``TaskModule.summary_sections``) and the metric keys they show.
+    sections: list[str] = field(default_factory=list)
+    section_keys: set[str] = field(default_factory=set)
     #: False in the other processes of a multi-process run, which should stay quiet.
     is_global_zero: bool = True
 
@@ -296,6 +299,7 @@ def fit(config: FitConfig) -> FitResult:
         logger.log_hyperparams(hparams, metrics={f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()})
         logger.finalize("success")
 
+    sections, section_keys = model.summary_sections(metrics)
     return FitResult(
         task=task.name,
         model=config.model,
@@ -306,6 +310,8 @@ def fit(config: FitConfig) -> FitResult:
         seconds=time.perf_counter() - started,
         train_seconds=train_seconds,
         baseline_name=model.baseline_name,
+        sections=sections,
+        section_keys=section_keys,
         is_global_zero=trainer.is_global_zero,
     )
 
@@ -313,7 +319,9 @@ def fit(config: FitConfig) -> FitResult:
 def format_summary(result: FitResult) -> str:
     """A plain-text report: metrics table (model beside its baseline), checkpoint, TensorBoard command."""
     lines = [f"{result.task} ({result.model}) finished in {result.seconds:.1f} s", ""]
-    lines += [metrics_table(result.metrics, result.baseline_name), ""]
+    main = {key: value for key, value in result.metrics.items() if key not in result.section_keys}
+    lines += [metrics_table(main, result.baseline_name), ""]
+    lines += [line for section in result.sections for line in (section, "")]
     if result.best_model_path:
         lines.append(f"best checkpoint: {result.best_model_path}")
     if result.log_dir:

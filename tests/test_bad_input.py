@@ -46,7 +46,7 @@ def test_titanic_bad_files(titanic_dir, damage, message):
     [
         (lambda f: f.unlink(), r"covid-19\.csv: file not found"),
         (lambda f: f.write_text(""), r"covid-19\.csv: file is empty"),
-        (lambda f: rewrite(f, "dead_num", "deaths"), r"covid-19\.csv:1: missing column\(s\) \['dead_num'\]"),
+        (lambda f: rewrite(f, "date\t", "day\t"), r"covid-19\.csv:1: missing column\(s\) \['date'\]"),
         (lambda f: rewrite(f, "830.0", "n/a"), r"covid-19\.csv:2: column 'confirmed_num' has non-numeric value 'n/a'"),
         (lambda f: rewrite(f, "\t25.0", "\t"), r"covid-19\.csv:2: column 'dead_num' is empty"),
         (lambda f: f.write_bytes(b"date\tconfirmed_num\tcured_num\tdead_num\n2020-01-24\t\xff\t1\t1\n"), r"not UTF-8"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
-from datamodules import PACKAGED_DATA_DIR, Covid19DataModule
-from datamodules.covid import daily_differences, make_windows, read_cumulative_counts
+from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError
+from datamodules.covid import COUNT_COLUMNS, daily_differences, make_windows, read_cumulative_counts
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models import Covid19Module
 
@@ -51,19 +54,229 @@ def test_mspe_matches_the_tutorial_formula():
 def test_forecast_rolls_forward_from_the_stored_history():
     dm = Covid19DataModule()
     dm.setup("fit")
-    module = Covid19Module(net="residual_lstm", num_layers=1, preprocessing=dm.preprocessing_state())
-    forecast = module.forecast(days=5)
+    module = Covid19Module(preprocessing=dm.preprocessing_state())
+    forecast = module.forecast(days=5).point
     assert forecast.shape == (5, 3)
-    # Untrained, the residual net is exactly persistence: every day repeats the last known day.
+    # Untrained, the default net is exactly persistence: every day repeats the last known day.
     last_day = daily_differences(dm.cumulative)[-1]
     assert torch.allclose(forecast, last_day.expand(5, 3))
     # Feeding each forecast back in: the second day is the model applied to a window ending in day one.
     torch.manual_seed(0)
     tutorial = Covid19Module(net="tutorial", preprocessing=dm.preprocessing_state()).eval()
     history = daily_differences(dm.cumulative)[-8:]
-    rolled = tutorial.forecast(days=2)
+    rolled = tutorial.forecast(days=2).point
     with torch.no_grad():
         first = tutorial(history.unsqueeze(0))[0]
         second = tutorial(torch.cat([history[1:], first.unsqueeze(0)]).unsqueeze(0))[0]
     assert not torch.allclose(first, second)
     assert torch.allclose(rolled, torch.stack([first, second]))
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def test_mase_and_the_baselines_on_a_hand_computed_series():
+    from lightning_app.metrics import MeanAbsoluteScaledError, SeriesMeanAbsoluteError
+    from lightning_app.nets import damped_log_trend
+
+    # One series, windows of 3 days; persistence forecasts the last day of each window.
+    window = torch.tensor([[[1.0], [3.0], [7.0]], [[3.0], [7.0], [15.0]]])
+    target = torch.tensor([[15.0], [31.0]])
+    persistence = window[:, -1]
+    preds = torch.tensor([[13.0], [30.0]])
+    # model errors 2 and 1 (MAE 1.5); persistence errors 8 and 16 (MAE 12): MASE 1.5 / 12
+    mae, mase = SeriesMeanAbsoluteError(1), MeanAbsoluteScaledError(1)
+    mae.update(preds, target)
+    mase.update(preds, target, baseline=persistence)
+    assert mae.compute().item() == 1.5 and mase.compute().item() == pytest.approx(0.125)
+    # Damped log-trend: log1p of 1, 3, 7 is ln 2, 2 ln 2, 3 ln 2: growth ln 2 a day, half of it added to today.
+    assert damped_log_trend(window).squeeze(-1).tolist() == pytest.approx([2**3.5 - 1, 2**4.5 - 1], rel=1e-6)
+    trend = MeanAbsoluteScaledError(1, forecast="trend")
+    trend.update(preds, target, baseline=persistence, trend=damped_log_trend(window))
+    expected = (abs(2**3.5 - 1 - 15) + abs(2**4.5 - 1 - 31)) / 2 / 12
+    assert trend.compute().item() == pytest.approx(expected, rel=1e-5)
+    # Exact persistence scores 1; a series persistence gets exactly right scores 1 when the model does too.
+    same = MeanAbsoluteScaledError(2)
+    same.update(torch.tensor([[1.0, 5.0]]), torch.tensor([[2.0, 5.0]]), baseline=torch.tensor([[1.0, 5.0]]))
+    assert same.compute().tolist() == [1.0, 1.0]
+
+
+def test_the_module_logs_per_series_scores_named_by_column():
+    dm = Covid19DataModule()
+    dm.setup("fit")
+    module = Covid19Module(**dm.model_kwargs(), preprocessing=dm.preprocessing_state())
+    preds, target, baseline, trend = _step_outputs(module, dm.val_set.tensors)
+    module.val_paired_metrics.update(preds, target, baseline=baseline, trend=trend)
+    module.val_metrics.update(preds, target)
+    module.val_loss.update(torch.tensor(0.0))
+    module.val_baseline_metrics.update(dm.val_set.tensors[0][:, -1], dm.val_set.tensors[1])
+    values = module.compute_epoch_metrics("val")
+    for column in COUNT_COLUMNS:
+        # Untrained, the model is persistence: MASE 1 on every series.
+        assert values[f"val/mase_{column}"].item() == pytest.approx(1.0)
+        assert values[f"val/mae_{column}"].item() == pytest.approx(values[f"val/persistence_mae_{column}"].item())
+        assert f"val/trend_mase_{column}" in values
+    assert values["val/mae"].item() == pytest.approx(values["val/persistence_mae"].item())
+
+
+def _step_outputs(module, tensors):
+    window, target = tensors
+    out = module.shared_step((window, target))
+    return out["preds"], out["target"], out["baseline"], out["trend"]
+
+
+# ----------------------------------------------------------------------------- synthetic series
+def _train_net(series: torch.Tensor, steps: int = 300, seed: int = 0) -> tuple[Covid19Module, tuple]:
+    """Fit the default net on all but the last 7 windows of ``series`` (daily, float32[T, C]) with its own loss."""
+    torch.manual_seed(seed)
+    inputs, targets = make_windows(series, 8)
+    module = Covid19Module(num_series=series.shape[1], preprocessing={"window": 8})
+    optimizer = module.configure_optimizers()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        module.shared_step((inputs[:-7], targets[:-7]))["loss"].backward()
+        optimizer.step()
+    return module, (inputs[-7:], targets[-7:])
+
+
+def _mase(module, held_out) -> float:
+    inputs, targets = held_out
+    with torch.no_grad():
+        preds = module(inputs)
+    return ((preds - targets).abs().mean() / (inputs[:, -1] - targets).abs().mean()).item()
+
+
+def test_the_default_net_beats_persistence_on_steady_exponential_growth():
+    days = torch.arange(60, dtype=torch.float32)
+    series = (20 * torch.exp(0.08 * days)).round().unsqueeze(-1)  # +8% a day: persistence lags every day
+    module, held_out = _train_net(series)
+    assert _mase(module, held_out) < 0.5
+
+
+def test_the_default_net_loses_little_to_persistence_on_a_random_walk():
+    generator = torch.Generator().manual_seed(3)
+    series = torch.exp(5 + 0.1 * torch.randn(60, 2, generator=generator).cumsum(0)).round()
+    module, held_out = _train_net(series)
+    assert _mase(module, held_out) < 1.1
+
+
+# ------------------------------------------------------------------------------- other files
+def write_series(folder, columns, rows, delimiter="\t"):
+    """A ``covid-19.csv`` in ``folder`` with a date column starting 2020-03-01 and the given rows."""
+    import datetime as dt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    start = dt.date(2020, 3, 1)
+    lines = [delimiter.join(["date", *columns])]
+    lines += [
+        delimiter.join([(start + dt.timedelta(days=i)).isoformat(), *(f"{v:g}" for v in row)])
+        for i, row in enumerate(rows)
+    ]
+    (folder / "covid-19.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def growth_rows(days, num_series, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    daily = torch.exp(
+        3 + 0.05 * torch.arange(days).unsqueeze(-1) + 0.2 * torch.randn(days, num_series, generator=generator)
+    )
+    return daily.round().cumsum(0).tolist()
+
+
+def test_columns_come_from_the_header_comma_or_tab(tmp_path):
+    folder = write_series(tmp_path / "a", ["cases"], growth_rows(40, 1), delimiter=",")
+    dm = Covid19DataModule(data_dir=folder)
+    dm.setup("fit")
+    assert dm.columns == ["cases"] and dm.model_kwargs() == {"num_series": 1}
+    assert dm.train_set.tensors[0].shape[1:] == (8, 1)
+    assert dm.preprocessing_state()["columns"] == ["cases"]
+
+
+def test_daily_counts_are_taken_as_they_are(tmp_path):
+    rows = [[float(i), float(2 * i)] for i in range(30)]
+    dm = Covid19DataModule(data_dir=write_series(tmp_path, ["a", "b"], rows), counts="daily")
+    dm.setup("fit")
+    assert torch.equal(dm.daily, torch.tensor(rows))
+    assert dm.test_set.tensors[1][-1].tolist() == [29.0, 58.0]
+    assert len(dm.train_set) == 30 - 8 - 14
+
+
+def test_negative_increments_are_counted_in_a_warning_and_read_as_zero(tmp_path):
+    rows = growth_rows(40, 2)
+    rows[20][1] = rows[19][1] - 5  # a correction: the cumulative count falls on day 20 ...
+    for later in rows[21:]:
+        later[1] = max(later[1], rows[20][1])
+    folder = write_series(tmp_path, ["cases", "deaths"], rows)
+    with pytest.warns(UserWarning, match=r"covid-19\.csv: 1 daily value\(s\) below zero .*: 2020-03-21 \(deaths\)"):
+        dm = Covid19DataModule(data_dir=folder)
+        dm.setup("fit")
+    assert dm.negative_days == 1
+    module = Covid19Module(**dm.model_kwargs(), preprocessing=dm.preprocessing_state())
+    windows = torch.cat([dm.train_set.tensors[0], dm.val_set.tensors[0]])
+    assert (windows < 0).any() and torch.isfinite(module(windows)).all() and (module(windows) >= 0).all()
+
+
+def test_a_file_too_short_for_window_validation_and_test_names_the_counts(tmp_path):
+    folder = write_series(tmp_path, ["cases"], growth_rows(22, 1))
+    with pytest.raises(
+        DataError, match=r"covid-19\.csv: 22 days give 13 windows of 8 days: too few .*needs at least 24 days"
+    ):
+        Covid19DataModule(data_dir=folder).setup("fit")
+
+
+def test_forecast_intervals_hold_the_point_and_widen(tmp_path):
+    dm = Covid19DataModule()
+    dm.setup("fit")
+    module = Covid19Module(preprocessing=dm.preprocessing_state())
+    module.residual_quantiles.copy_(torch.tensor([[-0.2, -0.1, 0.0], [0.3, 0.1, 0.0]]))
+    forecast = module.forecast(4)
+    assert (forecast.lower <= forecast.point).all() and (forecast.point <= forecast.upper).all()
+    width = forecast.upper - forecast.lower
+    assert (width[1:, :2] > width[:-1, :2]).all() and (width[:, 2] == 0).all()
+    expected = torch.expm1(torch.log1p(forecast.point[1, 0]) + 0.3 * math.sqrt(2))
+    assert forecast.upper[1, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
+@pytest.mark.parametrize("num_series", [1, 5])
+def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, num_series):
+    from lightning_app import export as export_cli
+    from lightning_app import predict as predict_cli
+    from lightning_app.inference import load_checkpoint
+    from lightning_app.training import FitConfig, fit, format_summary
+
+    columns = [f"s{i}" for i in range(num_series)]
+    folder = write_series(tmp_path / "data", columns, growth_rows(45, num_series, seed=num_series))
+    result = fit(
+        FitConfig(
+            task="covid19",
+            data_dir=str(folder),
+            max_epochs=3,
+            log_dir=str(tmp_path / "runs"),
+            enable_progress_bar=False,
+        )
+    )
+    for column in columns:
+        assert {f"test/mase_{column}", f"test/mae_{column}", f"test/persistence_mae_{column}"} <= set(result.metrics)
+    assert {"test/mae", "test/persistence_mae", "test/rollout_mae", "test/persistence_rollout_mae"} <= set(
+        result.metrics
+    )
+    summary = format_summary(result)
+    assert "test series" in summary and "7-day roll-out" in summary and f"{columns[-1]} " in summary
+
+    module = load_checkpoint(result.best_model_path).module
+    assert module.hparams.num_series == num_series and module.series_names == columns
+    assert (module.residual_quantiles[0] <= 0).all() and (module.residual_quantiles[1] >= 0).all()
+    ckpt = ["--task", "covid19", "--ckpt", result.best_model_path]
+    assert predict_cli.main([*ckpt, "--days", "4", "--format", "csv"]) == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert header.split(",") == ["date", *(f"{c}_{k}" for c in columns for k in ("new", "low", "high", "total"))]
+    assert len(rows) == 4 and rows[0].startswith("2020-04-15,")
+    assert (
+        export_cli.main(
+            ["--ckpt", result.best_model_path, "--format", "torchscript", "--output-dir", str(tmp_path / "x")]
+        )
+        == 0
+    )
+    scripted = torch.jit.load(str(tmp_path / "x" / "model.pt"))
+    window = torch.rand(2, 8, num_series) * 100
+    assert torch.allclose(scripted(window), module.predict_step((window,), 0), atol=1e-4)

@@ -54,11 +54,13 @@ def test_run_killed_after_its_first_checkpoint_resumes_to_the_full_epoch_count(t
     assert "test/acc" in out
 
 
-@pytest.mark.parametrize("task", ["titanic", "covid19"])
-def test_same_seed_gives_identical_metrics(tiny_fit, task):
-    first = tiny_fit(task, seed=7, max_epochs=3)
-    second = tiny_fit(task, seed=7, max_epochs=3)
-    other = tiny_fit(task, seed=8, max_epochs=3)
+# covid19's default net starts at zero and trains on one full batch, so it does not depend on the seed at all;
+# its tutorial net (random initialisation) shows the seed at work.
+@pytest.mark.parametrize(("task", "model"), [("titanic", None), ("covid19", "tutorial")])
+def test_same_seed_gives_identical_metrics(tiny_fit, task, model):
+    first = tiny_fit(task, model=model, seed=7, max_epochs=3)
+    second = tiny_fit(task, model=model, seed=7, max_epochs=3)
+    other = tiny_fit(task, model=model, seed=8, max_epochs=3)
     assert first.metrics == second.metrics
     assert first.metrics != other.metrics
 

@@ -94,8 +94,11 @@ def test_predict_covid_forecasts_and_plots(trained, capsys, tmp_path):
     assert [r["date"] for r in records] == ["2020-03-11", "2020-03-12", "2020-03-13"]
     module = load_checkpoint(trained["covid19"].best_model_path).module
     forecast = module.forecast(3)
-    assert [r["dead_num_new"] for r in records] == pytest.approx(forecast[:, 2].tolist(), abs=0.05)
-    assert records[0]["confirmed_num_total"] == pytest.approx(80754.0 + float(forecast[0, 0]), abs=0.05)
+    assert [r["dead_num_new"] for r in records] == pytest.approx(forecast.point[:, 2].tolist(), abs=0.05)
+    assert [r["dead_num_low"] for r in records] == pytest.approx(forecast.lower[:, 2].tolist(), abs=0.05)
+    assert [r["dead_num_high"] for r in records] == pytest.approx(forecast.upper[:, 2].tolist(), abs=0.05)
+    assert all(r["cured_num_low"] <= r["cured_num_new"] <= r["cured_num_high"] for r in records)
+    assert records[0]["confirmed_num_total"] == pytest.approx(80754.0 + float(forecast.point[0, 0]), abs=0.05)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {plot}" in err[-1]
 
     code, _, err = run(predict_cli.main, [*argv[:4], "some-input"], capsys)

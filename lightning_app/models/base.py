@@ -14,6 +14,9 @@ Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
 
 
+#: Step outputs the base reads itself; paired metrics get every other output by name.
+_OWN_KEYS = ("loss", "preds", "target")
+
 #: Prefix of the ``net`` hyperparameter of a module built around a network passed in as an ``nn.Module``.
 CUSTOM_NET_PREFIX = "custom:"
 
@@ -42,7 +45,9 @@ class TaskModule(pl.LightningModule):
     (:mod:`lightning_app.review`) read predictions there, never from module state.
 
     For each stage the base keeps a clone of the subclass's ``MetricCollection``
-    (logged per epoch as ``train/acc``, ``val/acc``, ``test/acc``, ...), a
+    (logged per epoch as ``train/acc``, ``val/acc``, ``test/acc``, ...), optionally a clone
+    of ``paired_metrics``: metrics that also read the step's other outputs by name
+    (``update(preds, target, baseline=..., ...)``, e.g. a score scaled by the baseline's error), a
     ``MeanMetric`` of the loss (``<stage>/loss``) and the best validation value
     of :attr:`monitor` so far (``val/<name>_best``).
 
@@ -67,14 +72,22 @@ class TaskModule(pl.LightningModule):
     #: Steps whose outputs are queued on the device before one batched metric update.
     metric_update_every_n_steps: ClassVar[int] = 32
 
-    def __init__(self, metrics: MetricCollection, preprocessing: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        metrics: MetricCollection,
+        preprocessing: dict[str, Any] | None = None,
+        paired_metrics: MetricCollection | None = None,
+    ) -> None:
         super().__init__()
         self.preprocessing: dict[str, Any] = preprocessing or {}
+        self.has_paired_metrics = paired_metrics is not None
         for stage in STAGES:
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
             setattr(self, f"{stage}_loss", MeanMetric())
             if self.baseline_name:
                 setattr(self, f"{stage}_baseline_metrics", metrics.clone(prefix=f"{stage}/{self.baseline_name}_"))
+            if paired_metrics is not None:
+                setattr(self, f"{stage}_paired_metrics", paired_metrics.clone(prefix=f"{stage}/"))
         self.val_best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
         self._pending: dict[Stage, list[dict[str, torch.Tensor]]] = {stage: [] for stage in STAGES}
 
@@ -157,6 +170,10 @@ class TaskModule(pl.LightningModule):
         if "baseline" in pending[0]:
             baseline = torch.cat([step["baseline"] for step in pending])
             getattr(self, f"{stage}_baseline_metrics").update(baseline, target)
+        if self.has_paired_metrics:
+            others = {key: torch.cat([step[key] for step in pending]) for key in pending[0] if key not in _OWN_KEYS}
+            preds = torch.cat([step["preds"] for step in pending])
+            getattr(self, f"{stage}_paired_metrics").update(preds, target, **others)
         pending.clear()
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -190,6 +207,8 @@ class TaskModule(pl.LightningModule):
         collections = [getattr(self, f"{stage}_metrics")]
         if self.baseline_name:
             collections.append(getattr(self, f"{stage}_baseline_metrics"))
+        if self.has_paired_metrics:
+            collections.append(getattr(self, f"{stage}_paired_metrics"))
         self._update_metrics(stage)
         loss: MeanMetric = getattr(self, f"{stage}_loss")
         values = {f"{stage}/loss": loss.compute()}
@@ -226,6 +245,10 @@ class TaskModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    def summary_sections(self, metrics: Mapping[str, float]) -> tuple[list[str], set[str]]:
+        """Extra blocks of text for ``fit``'s summary and the metric keys they show (left out of its main table)."""
+        return [], set()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = self.preprocessing

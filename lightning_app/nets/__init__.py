@@ -1,6 +1,13 @@
 """Plain ``nn.Module`` networks, free of any training logic."""
 
-from lightning_app.nets.sequence import MultiplicativeBlock, ResidualCovidNet, TutorialCovidNet
+from lightning_app.nets.sequence import (
+    LogTrendCovidNet,
+    MultiplicativeBlock,
+    ResidualCovidNet,
+    TutorialCovidNet,
+    damped_log_trend,
+    log1p_counts,
+)
 from lightning_app.nets.tabular import ResidualMLP, TutorialMLP
 from lightning_app.nets.text import BigramBagNet, NBBagNet, TutorialTextCNN
 from lightning_app.nets.vision import HorizontalFlipAverage, ResidualBlock, SmallResNet, TutorialCifarNet
@@ -8,6 +15,7 @@ from lightning_app.nets.vision import HorizontalFlipAverage, ResidualBlock, Smal
 __all__ = [
     "BigramBagNet",
     "HorizontalFlipAverage",
+    "LogTrendCovidNet",
     "MultiplicativeBlock",
     "NBBagNet",
     "ResidualBlock",
@@ -18,4 +26,6 @@ __all__ = [
     "TutorialCovidNet",
     "TutorialMLP",
     "TutorialTextCNN",
+    "damped_log_trend",
+    "log1p_counts",
 ]

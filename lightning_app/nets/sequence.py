@@ -55,3 +55,64 @@ class ResidualCovidNet(nn.Module):
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         last_hidden = self.lstm(torch.log1p(window.clamp_min(0)))[0][:, -1, :]
         return self.block(torch.tanh(self.linear(last_hidden)), window)
+
+
+def log1p_counts(values: torch.Tensor) -> torch.Tensor:
+    """``log1p`` of daily counts, values below zero (corrections) read as 0 first."""
+    return torch.log1p(values.clamp_min(0))
+
+
+def damped_log_trend(window: torch.Tensor, damping: float = 0.5) -> torch.Tensor:
+    """A simple statistical baseline: tomorrow = today x (mean daily growth over the window) ^ ``damping``.
+
+    On ``log1p`` counts: ``expm1(l[T] + damping * (l[T] - l[0]) / (window - 1))``.
+    ``float32[B, window, C]`` -> ``float32[B, C]``.
+    """
+    logs = log1p_counts(window)
+    growth = (logs[:, -1] - logs[:, 0]) / max(window.shape[1] - 1, 1)
+    return torch.expm1(logs[:, -1] + damping * growth)
+
+
+class LogTrendCovidNet(nn.Module):
+    """Persistence on ``log1p`` counts plus learned level and trend corrections per series.
+
+    With ``l`` the window's ``log1p`` counts (negative values read as 0), series ``c`` is forecast as
+    ``expm1(l[T] + a_c * (mean(l) - l[T]) + b_c * g + heads)``: ``a_c`` pulls towards the window's
+    level (smoothing noisy days), ``b_c`` follows the mean daily log-growth ``g`` over the window
+    (a damped trend), and ``heads`` (optional, ``heads > 0``) is the mean of small MLP corrections
+    bounded by ``max_step`` that read the window relative to its last day. Every coefficient and
+    every head's output layer starts at zero, so the untrained network is exactly the persistence
+    forecast and training moves away from it only where the loss says so.
+    ``float32[B, window, C]`` daily counts -> ``float32[B, C]`` next-day counts.
+    """
+
+    def __init__(
+        self, num_series: int = 3, window: int = 8, heads: int = 0, hidden_size: int = 16, max_step: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.window, self.heads, self.max_step = window, heads, max_step
+        self.level = nn.Parameter(torch.zeros(num_series))
+        self.trend = nn.Parameter(torch.zeros(num_series))
+        if heads > 0:
+            features = window  # window - 1 days relative to the last one, and the trend
+            self.head_in = nn.Parameter(torch.randn(heads, features, hidden_size) / features**0.5)
+            self.head_bias = nn.Parameter(torch.zeros(heads, 1, 1, hidden_size))
+            self.series_embedding = nn.Parameter(0.1 * torch.randn(heads, 1, num_series, hidden_size))
+            self.head_out = nn.Parameter(torch.zeros(heads, hidden_size))
+
+    def forward_log(self, window: torch.Tensor) -> torch.Tensor:
+        """The forecast on the ``log1p`` scale, ``float32[B, C]``."""
+        logs = log1p_counts(window).transpose(1, 2)  # [B, C, W]
+        last = logs[..., -1]
+        growth = (logs[..., -1] - logs[..., 0]) / max(logs.shape[-1] - 1, 1)
+        out = last + self.level * (logs.mean(-1) - last) + self.trend * growth
+        if self.heads > 0:
+            features = torch.cat([logs[..., :-1] - last.unsqueeze(-1), growth.unsqueeze(-1)], dim=-1)
+            hidden = torch.einsum("bcf,kfh->kbch", features, self.head_in) + self.head_bias + self.series_embedding
+            hidden = torch.tanh(hidden)
+            corrections = self.max_step * torch.tanh(torch.einsum("kbch,kh->kbc", hidden, self.head_out))
+            out = out + corrections.mean(0)
+        return out
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        return torch.expm1(self.forward_log(window).clamp_min(0))
