@@ -24,8 +24,9 @@ from datamodules.cache import atomic_write_bytes
 from lightning_app.errors import UsageError
 
 CONFIG_FILE_NAME = "config.yaml"
-#: ``FitConfig`` fields that hold objects rather than settings, so never in a config file.
-NOT_IN_FILE = ("extra_trainer_kwargs", "extra_callbacks")
+#: ``FitConfig`` fields never in a config file: objects rather than settings, and where and how ``tune`` places a
+#: trial (a rerun from the file gets its own ``version_N`` folder and tests its best checkpoint).
+NOT_IN_FILE = ("extra_trainer_kwargs", "extra_callbacks", "test", "run_version")
 #: Written for the record and ignored on reading.
 VERSIONS_KEY = "versions"
 
@@ -62,6 +63,10 @@ class FitConfig:
     #: Compile the network with ``torch.compile`` (in place: checkpoints keep their parameter names).
     compile: bool = False
     enable_progress_bar: bool = True
+    #: Test the best checkpoint after training; ``python -m lightning_app.tune`` sets False for its trials.
+    test: bool = True
+    #: The run's folder under ``<log_dir>/<task>/`` (e.g. ``tune-<study>/trial-3``); default: the next ``version_N``.
+    run_version: str | None = None
     #: Arguments of the task's LightningModule on top of the variant's (e.g. ``{"dropout": 0.1}``); ``lr`` is a flag.
     module_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Arguments of the task's DataModule on top of the variant's; ``batch_size``, ``seed``, ... are flags.

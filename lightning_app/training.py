@@ -229,7 +229,7 @@ def training_steps_per_epoch(config: FitConfig, datamodule: TaskDataModule) -> i
 
 
 def fit(config: FitConfig) -> FitResult:
-    """Train ``config.task``, test the best checkpoint and return the metrics.
+    """Train ``config.task``, test the best checkpoint (unless ``config.test`` is False) and return the metrics.
 
     Raises :class:`UsageError` for settings that cannot work and
     ``datamodules.DataError`` for bad data files, before anything is written.
@@ -257,7 +257,8 @@ def fit(config: FitConfig) -> FitResult:
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
     best_checkpoint = latest_checkpoint = None
     if not config.fast_dev_run:
-        logger = TensorBoardLogger(config.log_dir, name=task.name, version=resume_version, default_hp_metric=False)
+        version = resume_version if resume_version is not None else config.run_version
+        logger = TensorBoardLogger(config.log_dir, name=task.name, version=version, default_hp_metric=False)
         best_checkpoint = ModelCheckpoint(
             monitor=model.monitor,
             mode=model.monitor_mode,
@@ -292,8 +293,9 @@ def fit(config: FitConfig) -> FitResult:
     # Read the paths before testing: restoring the best checkpoint also restores this callback's older state.
     best_path = best_checkpoint.best_model_path if best_checkpoint is not None else ""
     last_path = latest_checkpoint.best_model_path if latest_checkpoint is not None else ""
-    test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
-    metrics.update({key: _to_float(value) for key, value in test_results[0].items()})
+    if config.test:
+        test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        metrics.update({key: _to_float(value) for key, value in test_results[0].items()})
 
     if isinstance(logger, TensorBoardLogger):
         logger.log_hyperparams(hparams, metrics={f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()})
