@@ -24,6 +24,7 @@ from lightning_app.predictors import (
     predict_titanic,
 )
 from lightning_app.review import ConfusionMatrixFigure, ImagePredictionGrid, PRCurve, ReviewTable
+from lightning_app.search_space import Choice, FloatRange, IntRange, Param
 
 
 def class_defaults(cls: type) -> dict[str, Any]:
@@ -47,6 +48,9 @@ class Variant:
     module_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Arguments of the task's DataModule that differ from its defaults (``batch_size`` among them).
     datamodule_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: What ``python -m lightning_app.tune`` searches: ``fit`` flags (``lr``, ``batch_size``, ``max_epochs``) or
+    #: ``module_kwargs.<name>`` / ``datamodule_kwargs.<name>``; the variant's own values lie inside (trial 0).
+    search_space: dict[str, Param] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,24 @@ TASKS: dict[str, Task] = {
             module=TitanicModule,
             predictor=predict_titanic,
             variants={
-                "default": Variant("residual MLP on standardised features with title and family size", max_epochs=30),
+                "default": Variant(
+                    "residual MLP on standardised features with title and family size",
+                    max_epochs=30,
+                    # No max_epochs: the best checkpoint is kept and no schedule depends on the epoch count.
+                    search_space={
+                        "lr": FloatRange(3e-4, 3e-2, log=True),
+                        "batch_size": Choice((32, 64, 128, 256)),
+                        "module_kwargs.hidden": Choice((32, 64, 128)),
+                        "module_kwargs.dropout": FloatRange(0.0, 0.5),
+                        "module_kwargs.weight_decay": FloatRange(1e-4, 1e-1, log=True),
+                    },
+                ),
                 "tutorial": Variant(
                     "the tutorial's 15-20-15-1 MLP on its 15 raw features, Adam, batch 8",
                     max_epochs=10,
                     module_kwargs={"net": "tutorial", "optimizer": "adam", "lr": 1e-2},
                     datamodule_kwargs={"feature_set": "tutorial", "batch_size": 8},
+                    search_space={"lr": FloatRange(1e-3, 3e-2, log=True), "batch_size": Choice((8, 16, 32, 64))},
                 ),
             },
         ),
@@ -107,6 +123,13 @@ TASKS: dict[str, Task] = {
                     "persistence on log counts plus learned level and damped-trend coefficients per series "
                     "(starting at zero: persistence), log1p L1 loss, Adam, selected on validation MASE",
                     max_epochs=100,
+                    search_space={
+                        "lr": FloatRange(1e-3, 0.1, log=True),
+                        "batch_size": Choice((8, 16, 38)),
+                        "module_kwargs.weight_decay": Choice((0.0, 1e-4, 1e-3, 1e-2)),
+                        "module_kwargs.heads": IntRange(0, 2),
+                        "module_kwargs.hidden_size": Choice((8, 16, 32)),
+                    },
                 ),
                 "tutorial": Variant(
                     "the tutorial's 5-layer LSTM with the multiplicative block, MSPE loss, Adagrad",
@@ -118,6 +141,7 @@ TASKS: dict[str, Task] = {
                         "loss": "mspe",
                         "optimizer": "adagrad",
                     },
+                    search_space={"lr": FloatRange(0.01, 0.3, log=True)},
                 ),
             },
         ),
@@ -132,6 +156,12 @@ TASKS: dict[str, Task] = {
                 "default": Variant(
                     "NBSVM over distinct words and hashed 2-3-grams plus a fastText bigram bag, Adagrad, one epoch",
                     max_epochs=1,
+                    search_space={
+                        "lr": FloatRange(0.02, 0.5, log=True),
+                        "batch_size": Choice((64, 128, 256)),
+                        "module_kwargs.embed_dim": Choice((8, 16, 32)),
+                        "module_kwargs.nb_alpha": FloatRange(1.0, 32.0, log=True),
+                    },
                 ),
                 "tutorial": Variant(
                     "the tutorial's Conv1d CNN on its tokenizer, 10,000 words, last 200 tokens left-padded, Adagrad",
@@ -145,6 +175,7 @@ TASKS: dict[str, Task] = {
                         "truncate": "left",
                         "pad": "left",
                     },
+                    search_space={"lr": FloatRange(0.005, 0.1, log=True), "batch_size": Choice((20, 50, 100))},
                 ),
             },
         ),
@@ -160,6 +191,16 @@ TASKS: dict[str, Task] = {
                     "small ResNet with batch norm (stride-2 stem, channels-last), SGD+Nesterov with OneCycle, "
                     "label smoothing 0.1, crop+flip augmentation",
                     max_epochs=25,
+                    search_space={
+                        "lr": FloatRange(0.05, 0.5, log=True),
+                        "batch_size": Choice((128, 256, 512)),
+                        "module_kwargs.weight_decay": FloatRange(1e-5, 1e-3, log=True),
+                        "module_kwargs.width": Choice((16, 32, 48)),
+                        "module_kwargs.dropout": FloatRange(0.0, 0.3),
+                        "module_kwargs.label_smoothing": FloatRange(0.0, 0.2),
+                        # The one-cycle schedule spans the whole run, so the epoch count changes its shape.
+                        "max_epochs": IntRange(10, 30, step=5),
+                    },
                 ),
                 "tutorial": Variant(
                     "the tutorial's 2-conv Net, plain SGD, no augmentation, batch 50",
@@ -174,6 +215,7 @@ TASKS: dict[str, Task] = {
                         "label_smoothing": 0.0,
                     },
                     datamodule_kwargs={"augment": False, "batch_size": 50},
+                    search_space={"lr": FloatRange(1e-3, 0.1, log=True), "batch_size": Choice((25, 50, 100))},
                 ),
             },
         ),
