@@ -373,9 +373,10 @@ def creation_lock(url: str) -> contextlib.AbstractContextManager[Any]:
     from filelock import FileLock
 
     prefix = "sqlite:///"
-    if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
-        return FileLock(f"{url[len(prefix) :]}.lock")
-    return contextlib.nullcontext()
+    database = Path(url[len(prefix) :]) if url.startswith(prefix) else None
+    if database is None or database.name in ("", ":memory:") or not database.parent.is_dir():
+        return contextlib.nullcontext()  # not a SQLite file (or one that cannot open: open_storage says why)
+    return FileLock(f"{database}.lock")
 
 
 def open_study(search: Search, resume: bool, pruner: str, sampler_seed: int | None) -> optuna.Study:
