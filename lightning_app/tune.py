@@ -424,10 +424,10 @@ def open_study(search: Search, resume: bool, pruner: str, sampler_seed: int | No
 
 
 def enqueue_defaults(search: Search, study: optuna.Study) -> None:
-    """Make trial 0 the registry's settings (those inside the space), so the table shows what the search gained."""
+    """Make trial 0 the registry's settings, so the table shows what the search gained (when the space holds them)."""
     defaults = tunable_defaults(search.task, search.base.model)
-    params = {name: defaults[name] for name, param in search.space.items() if param.contains(defaults[name])}
-    if params:
+    params = {name: defaults[name] for name in search.space}
+    if all(param.contains(params[name]) for name, param in search.space.items()):
         study.enqueue_trial(params, user_attrs={"registry_default": True})
 
 
