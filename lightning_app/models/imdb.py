@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import torch
@@ -101,7 +102,9 @@ class IMDBModule(ClassifierModule):
         """Count every n-gram per class over one pass of the training batches (all processes), then fit the ratios."""
         net: NBBagNet = self.net
         counts = torch.zeros(self.num_classes, net.nb_rows, dtype=torch.float64, device=self.device)
-        for token_ids, labels in self.trainer.train_dataloader:
+        # The batches this run trains on: with --limit-train-batches or --fast-dev-run, only those.
+        batches = itertools.islice(self.trainer.train_dataloader, int(min(self.trainer.num_training_batches, 1e12)))
+        for token_ids, labels in batches:
             counts += net.nb_feature_counts(token_ids.to(self.device), labels.to(self.device), self.num_classes)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         net.fit_nb_ratios(counts, alpha=self.hparams.nb_alpha)
