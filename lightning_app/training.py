@@ -102,7 +102,7 @@ def _resolve_resume(config: FitConfig) -> tuple[str | None, int | None]:
 
 _NOT_HPARAMS = (
     "task", "model", "module_kwargs", "datamodule_kwargs", "extra_trainer_kwargs", "extra_callbacks",
-    "enable_progress_bar", "download",
+    "enable_progress_bar", "download", "test", "run_version",
 )  # fmt: skip
 #: Redrawing the bar every step costs a host round trip per step; every 20 steps is still lively.
 PROGRESS_BAR_REFRESH_STEPS = 20

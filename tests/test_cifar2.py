@@ -333,7 +333,7 @@ def test_default_model_reaches_the_target_accuracy(tmp_path: Path, bundled_cache
     result = fit(
         FitConfig(task="cifar2", cache_dir=str(bundled_cache), log_dir=str(tmp_path), enable_progress_bar=False)
     )
-    assert result.metrics["test/acc"] >= 0.97
+    assert result.metrics["test/acc"] >= 0.98
     assert result.metrics["test/auroc"] >= 0.99
 
 
