@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +18,8 @@ from hypothesis import settings
 from datamodules import PACKAGED_DATA_DIR
 from lightning_app.training import FitConfig, FitResult, fit
 from lightning_app.warning_filters import HARMLESS_WARNINGS
+
+REPO = Path(__file__).resolve().parents[1]
 
 # CI replays the same examples on every run (a landing should not hinge on a lucky draw); locally hypothesis
 # explores new ones each time, and FUZZ_EXAMPLES=2000 searches deeper.
@@ -101,3 +107,93 @@ def _write_image_and_text_run(run_dir: Path, text: str = "a review the model got
 def write_image_and_text_run() -> Callable[..., None]:
     """Writes a small run holding what the image and text tasks log (an image, a text), for the review checks."""
     return _write_image_and_text_run
+
+
+# Run in a fresh interpreter: the checkpoint is all the module has (no state left over from training). The encoded
+# side scores the DataModule's test batches (its own reading and encoding, built with the checkpoint's DataModule
+# settings); the raw side reads the same test rows from the files and scores them through the user-facing entry.
+_PARITY_SCRIPT = """
+import json, sys
+import torch
+from lightning_app.inference import load_checkpoint
+
+def score(checkpoint, task, overrides):
+    loaded = load_checkpoint(checkpoint, task)
+    module, datamodule = loaded.module, loaded.datamodule(**overrides)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    batches = [datamodule.on_after_batch_transfer(batch, 0) for batch in datamodule.test_dataloader()]
+
+    def encoded():
+        return torch.cat([module.predict_encoded(inputs) for inputs, _ in batches])
+
+    if task == "covid19":
+        from datamodules.covid import daily_differences, read_counts
+        _, _, values = read_counts(datamodule.require_file(datamodule.file_name), datamodule.hparams.counts)
+        daily = daily_differences(values) if datamodule.hparams.counts == "cumulative" else values
+        first_test_day = len(daily) - len(encoded())
+        raw = [module.forecast(1, daily[: first_test_day + i]).point[0].tolist() for i in range(len(encoded()))]
+        ends = {"stored_end": module.forecast(3).point.tolist(), "file_end": module.forecast(3, daily).point.tolist()}
+        return {"encoded": encoded().tolist(), "raw": raw, **ends}
+    if task == "titanic":
+        from datamodules.titanic import read_passengers
+        raw_inputs = read_passengers(datamodule.require_file("test.csv"), with_label=False)
+    elif task == "imdb":
+        from datamodules.imdb import read_labeled_texts
+        raw_inputs = read_labeled_texts(datamodule.split_file("test"))[1]
+    else:
+        raw_inputs = sorted((datamodule.image_root() / "test").glob("*/*"))
+
+    def rows(records):
+        return [[record["probabilities"][name] for name in module.class_names] for record in records]
+
+    scored = {"encoded": rows(module.label_records(encoded())), "raw": rows(module.predict_raw(raw_inputs))}
+    # The same with the network's outputs in place of probabilities: a saturated model (probabilities of exactly
+    # 0 and 1) would hide a drift in the inputs.
+    module.to_predictions = lambda outputs: outputs.squeeze(-1) if outputs.shape[-1:] == (1,) else outputs
+    scored["encoded_outputs"] = rows(module.label_records(encoded()))
+    scored["raw_outputs"] = rows(module.predict_raw(raw_inputs))
+    return scored
+
+print(json.dumps([score(*job) for job in json.loads(sys.argv[1])]))
+"""
+
+
+def score_test_splits_in_fresh_process(*jobs: tuple[str | Path, str, dict[str, str]]) -> list[dict[str, list]]:
+    """For each ``(checkpoint, task, DataModule overrides)``: ``{"encoded": rows, "raw": rows, ...}``, the test split
+    scored from the DataModule's encoded batches and from the raw files by the checkpoint reloaded in one new Python
+    process (see ``_PARITY_SCRIPT``)."""
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1"}
+    argument = json.dumps([[str(checkpoint), task, overrides] for checkpoint, task, overrides in jobs])
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_PARITY_SCRIPT), argument],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_rows_match(encoded: list[list[float]], raw: list[list[float]], tolerance: float = 1e-5) -> None:
+    """Same number of rows and, row for row, the same values to ``tolerance`` (absolute, and relative for large
+    values such as logits); names the first row that differs."""
+    assert len(raw) == len(encoded) > 0
+    for row, (from_batches, from_raw) in enumerate(zip(encoded, raw, strict=True)):
+        assert from_raw == pytest.approx(from_batches, rel=tolerance, abs=tolerance), f"row {row}"
+
+
+@pytest.fixture(scope="session")
+def score_fresh() -> Callable[..., list[dict[str, list]]]:
+    return score_test_splits_in_fresh_process
+
+
+@pytest.fixture(scope="session")
+def trained_scored_fresh(trained: dict[str, FitResult]) -> dict[str, dict[str, list]]:
+    """The test splits of the shared Titanic and COVID-19 runs scored both ways in one fresh process."""
+    tasks = ("titanic", "covid19")
+    scored = score_test_splits_in_fresh_process(*((trained[task].best_model_path, task, {}) for task in tasks))
+    return dict(zip(tasks, scored, strict=True))
+
+
+@pytest.fixture(scope="session")
+def rows_match() -> Callable[..., None]:
+    return assert_rows_match

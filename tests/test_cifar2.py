@@ -357,6 +357,18 @@ def three_class_run(tmp_path_factory: pytest.TempPathFactory):
     return root, fit(config)
 
 
+def test_raw_test_images_score_as_the_encoded_test_batches(three_class_run, score_fresh, rows_match) -> None:
+    """The ImageFolder test files scored by ``predict_raw`` from the checkpoint reloaded in a fresh process give, row
+    for row, the probabilities of the DataModule's decoded, normalised test batches."""
+    root, result = three_class_run
+    (scored,) = score_fresh(
+        (result.best_model_path, "cifar2", {"data_dir": str(root), "cache_dir": str(root.parent / "cache")})
+    )
+    assert len(scored["raw"]) == 9
+    rows_match(scored["encoded"], scored["raw"])
+    rows_match(scored["encoded_outputs"], scored["raw_outputs"])
+
+
 def test_predict_cli_classifies_files_and_folders_and_names_bad_files(three_class_run, tmp_path, capsys) -> None:
     root, result = three_class_run
     argv = ["--task", "cifar2", "--ckpt", result.best_model_path]

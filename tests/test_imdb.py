@@ -408,6 +408,18 @@ def test_cli_reports_bad_data_with_file_and_line(tmp_path: Path, capsys) -> None
     assert f"{tmp_path / 'train.tsv'}:1: missing column(s) ['label']" in capsys.readouterr().err
 
 
+def test_raw_test_reviews_score_as_the_encoded_test_batches(trained_imdb, score_fresh, rows_match) -> None:
+    """The test TSV's review texts scored by ``predict_raw`` from the checkpoint reloaded in a fresh process give,
+    row for row, the probabilities of the DataModule's encoded test batches (tokenizer, vocabulary, padding and
+    truncation at prediction time are training's)."""
+    best, _ = trained_imdb
+    scratch = best.parents[4]
+    (scored,) = score_fresh((best, "imdb", {"data_dir": str(scratch / "data"), "cache_dir": str(scratch / "cache")}))
+    assert len(scored["raw"]) == 80
+    rows_match(scored["encoded"], scored["raw"])
+    rows_match(scored["encoded_outputs"], scored["raw_outputs"])
+
+
 @pytest.mark.slow
 def test_default_reaches_target_accuracy_on_bundled_data(tmp_path: Path, capsys) -> None:
     argv = ["--task", "imdb", "--cache-dir", str(tmp_path / "cache"), "--log-dir", str(tmp_path / "runs")]
