@@ -140,7 +140,8 @@ def score(checkpoint, task, overrides):
         raw_inputs = read_passengers(datamodule.require_file("test.csv"), with_label=False)
     elif task == "imdb":
         from datamodules.imdb import read_labeled_texts
-        raw_inputs = read_labeled_texts(datamodule.split_file("test"))[1]
+        texts = read_labeled_texts(datamodule.split_file("test"))[1]
+        raw_inputs = [texts[i] for i in datamodule.test_order.tolist()]  # the DataModule's seeded test order
     else:
         raw_inputs = sorted((datamodule.image_root() / "test").glob("*/*"))
 
