@@ -397,6 +397,8 @@ def test_test_cli_on_a_custom_folder_reproduces_fit(three_class_run, capsys) -> 
     argv = ["--task", "cifar2", "--ckpt", result.best_model_path, "--data-dir", str(root), "--format", "json"]
     assert run_cli(evaluate_cli.main, argv) == 0
     metrics = json.loads(capsys.readouterr().out)
+    test_keys = {key for key in result.metrics if key.startswith("test/")}
+    assert {"test/loss", "test/acc", "test/auroc", "test/acc_dog"} <= test_keys and set(metrics) == test_keys
     for key, value in metrics.items():
         assert value == pytest.approx(result.metrics[key], abs=1e-5), key
 

@@ -33,6 +33,8 @@ def test_test_cli_reproduces_the_fit_metrics(trained, capsys, task):
     )
     assert code == 0
     metrics = json.loads(out)
+    test_keys = {key for key in trained[task].metrics if key.startswith("test/")}
+    assert "test/loss" in test_keys and set(metrics) == test_keys
     for key, value in metrics.items():
         assert value == pytest.approx(trained[task].metrics[key], rel=1e-5, abs=1e-6), key
 
