@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -14,8 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import settings
+from synthetic_data import make_tree, write_tiny_data
 
 from datamodules import PACKAGED_DATA_DIR
+from lightning_app.cli import run_cli
+from lightning_app.fit import main as fit_main
 from lightning_app.training import FitConfig, FitResult, fit
 from lightning_app.warning_filters import HARMLESS_WARNINGS
 
@@ -77,6 +82,40 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FitResult]:
         )
         for task in ("titanic", "covid19")
     }
+
+
+@pytest.fixture(scope="session")
+def trained_imdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One 3-epoch IMDB CLI run on tiny synthetic reviews (``<scratch>/data``, cache in ``<scratch>/cache``), shared
+    by the tests that read it: (best checkpoint, printed summary); ``<scratch>`` is ``best.parents[4]``."""
+    scratch = tmp_path_factory.mktemp("imdb_run")
+    data = write_tiny_data(scratch / "data")
+    argv = ["--task", "imdb", "--data-dir", str(data), "--cache-dir", str(scratch / "cache")]
+    argv += ["--log-dir", str(scratch / "runs"), "--no-progress-bar", "--batch-size", "8", "--max-epochs", "3"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert run_cli(fit_main, argv) == 0
+    return next((scratch / "runs" / "imdb").glob("version_*/checkpoints/best-*.ckpt")), printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def three_class_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FitResult]:
+    """One three-class cifar2 run on a tiny ImageFolder tree (cache in ``<tree>/../cache``), shared by the tests
+    that only read its data and checkpoint: (tree, result)."""
+    scratch = tmp_path_factory.mktemp("three_class")
+    root = make_tree(scratch / "data", ["bird", "cat", "dog"], train_per_class=16, test_per_class=3)
+    config = FitConfig(
+        task="cifar2",
+        data_dir=str(root),
+        cache_dir=str(scratch / "cache"),
+        log_dir=str(scratch / "runs"),
+        max_epochs=1,
+        batch_size=16,
+        enable_progress_bar=False,
+    )
+    # The 5 validation images hold no dog: the metrics that need every class are NaN, with a warning.
+    with pytest.warns(UserWarning, match=r"^val: .*val/auroc, val/f1, val/acc_dog cannot be computed"):
+        return root, fit(config)
 
 
 def run_exported_model(target: Path, output_format: str, inputs: torch.Tensor) -> torch.Tensor:
@@ -185,16 +224,19 @@ def assert_rows_match(encoded: list[list[float]], raw: list[list[float]], tolera
 
 
 @pytest.fixture(scope="session")
-def score_fresh() -> Callable[..., list[dict[str, list]]]:
-    return score_test_splits_in_fresh_process
-
-
-@pytest.fixture(scope="session")
-def trained_scored_fresh(trained: dict[str, FitResult]) -> dict[str, dict[str, list]]:
-    """The test splits of the shared Titanic and COVID-19 runs scored both ways in one fresh process."""
-    tasks = ("titanic", "covid19")
-    scored = score_test_splits_in_fresh_process(*((trained[task].best_model_path, task, {}) for task in tasks))
-    return dict(zip(tasks, scored, strict=True))
+def scored_fresh(trained, trained_imdb, three_class_run) -> dict[str, dict[str, list]]:
+    """The test split of each task's shared run scored both ways (``score_test_splits_in_fresh_process``), all in
+    one fresh process: a Python start and Lightning import cost seconds."""
+    imdb_scratch, (cifar2_tree, cifar2_run) = trained_imdb[0].parents[4], three_class_run
+    imdb_data = {"data_dir": str(imdb_scratch / "data"), "cache_dir": str(imdb_scratch / "cache")}
+    cifar2_data = {"data_dir": str(cifar2_tree), "cache_dir": str(cifar2_tree.parent / "cache")}
+    jobs = {
+        "titanic": (trained["titanic"].best_model_path, "titanic", {}),
+        "covid19": (trained["covid19"].best_model_path, "covid19", {}),
+        "imdb": (trained_imdb[0], "imdb", imdb_data),
+        "cifar2": (cifar2_run.best_model_path, "cifar2", cifar2_data),
+    }
+    return dict(zip(jobs, score_test_splits_in_fresh_process(*jobs.values()), strict=True))
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 import math
 import random
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic_data import FILLER, synthetic_reviews, write_tiny_data, write_tsv
 
 from datamodules import DataError, IMDBDataModule
 from datamodules.base import PACKAGED_DATA_DIR
@@ -41,44 +40,11 @@ from lightning_app.nets.text import hashed_bigrams, hashed_ngrams, trim_padding,
 from lightning_app.predict import main as predict_main
 
 REPO = Path(__file__).resolve().parents[1]
-POSITIVE = ["great", "wonderful", "excellent", "moving", "superb"]
-NEGATIVE = ["awful", "boring", "terrible", "dull", "waste"]
-FILLER = ["the", "movie", "film", "plot", "actor", "scene", "was", "and", "a", "story"]
-
-
-def write_tsv(path: Path, rows: list[tuple[str, str]], header: str = "label\trating\tid\ttext") -> Path:
-    columns = header.split("\t")
-    lines = [header]
-    for i, (label, text) in enumerate(rows):
-        values = {"label": label, "rating": "5", "id": str(i), "text": text}
-        lines.append("\t".join(values.get(column, "x") for column in columns))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def synthetic_reviews(n: int, seed: int, labels: tuple[str, ...] = ("0", "1")) -> list[tuple[str, str]]:
-    """Separable reviews: label 0 uses negative words, label 1 positive ones, any third label both."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = labels[i % len(labels)]
-        cue = {"0": NEGATIVE, "1": POSITIVE}.get(label, NEGATIVE + POSITIVE if label == "mixed" else FILLER)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(5, 30))] + [rng.choice(cue) for _ in range(3)]
-        rng.shuffle(words)
-        rows.append((label, " ".join(words).capitalize() + ". <br /><br />A unique word" + f" w{seed}x{i}!"))
-    return rows
 
 
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return write_tiny_data(tmp_path / "data")
-
-
-def write_tiny_data(data: Path) -> Path:
-    data.mkdir()
-    write_tsv(data / "train.tsv", synthetic_reviews(200, seed=1))
-    write_tsv(data / "test.tsv", synthetic_reviews(80, seed=2))
-    return data
 
 
 # -- tokenizers, vocabulary, encoding ---------------------------------------------------
@@ -334,16 +300,6 @@ def _fit(data: Path, tmp_path: Path, *extra: str) -> Path:
     return next((tmp_path / "runs" / "imdb").glob("version_*/checkpoints/best-*.ckpt"))
 
 
-@pytest.fixture(scope="module")
-def trained_imdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One 3-epoch CLI run on the tiny data, shared by the tests that read it: (best checkpoint, summary)."""
-    scratch = tmp_path_factory.mktemp("imdb_run")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        best = _fit(write_tiny_data(scratch / "data"), scratch, "--max-epochs", "3")
-    return best, printed.getvalue()
-
-
 def test_cli_trains_logs_and_reloads_in_fresh_process(trained_imdb: tuple[Path, str]) -> None:
     best, summary = trained_imdb
     test_acc = float(summary.split("test/acc")[1].split()[0])
@@ -409,13 +365,11 @@ def test_cli_reports_bad_data_with_file_and_line(tmp_path: Path, capsys) -> None
     assert f"{tmp_path / 'train.tsv'}:1: missing column(s) ['label']" in capsys.readouterr().err
 
 
-def test_raw_test_reviews_score_as_the_encoded_test_batches(trained_imdb, score_fresh, rows_match) -> None:
+def test_raw_test_reviews_score_as_the_encoded_test_batches(scored_fresh, rows_match) -> None:
     """The test TSV's review texts scored by ``predict_raw`` from the checkpoint reloaded in a fresh process give,
     row for row, the probabilities of the DataModule's encoded test batches (tokenizer, vocabulary, padding and
     truncation at prediction time are training's)."""
-    best, _ = trained_imdb
-    scratch = best.parents[4]
-    (scored,) = score_fresh((best, "imdb", {"data_dir": str(scratch / "data"), "cache_dir": str(scratch / "cache")}))
+    scored = scored_fresh["imdb"]
     assert len(scored["raw"]) == 80
     rows_match(scored["encoded"], scored["raw"])
     rows_match(scored["encoded_outputs"], scored["raw_outputs"])
