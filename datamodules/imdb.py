@@ -41,7 +41,7 @@ RESERVED_TOKENS = (PAD_TOKEN, UNK_TOKEN)
 
 LABEL_COLUMN, TEXT_COLUMN = "label", "text"
 #: Bump when the cached tensors' layout or the tokenizers change.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -232,7 +232,11 @@ class IMDBDataModule(TaskDataModule):
 
     ``train.tsv[.gz]`` is split into train and validation with a fixed seed; the
     vocabulary is fitted on the train part only (validation reviews are never
-    counted). ``test.tsv[.gz]`` is the test set. Labels ``{0, 1}`` make a binary
+    counted). ``test.tsv[.gz]`` is the test set, served in a fixed order shuffled with ``seed``
+    (:attr:`test_order`: row ``i`` of the test set is review ``test_order[i]`` of the file), so a
+    run limited to its first batches (``--limit-test-batches``) scores a seeded sample of every class
+    rather than the first class of a label-sorted file; metrics over the whole split do not depend on
+    the order. The validation part is a seeded shuffle already. Labels ``{0, 1}`` make a binary
     task (class names ``binary_names``); any other label set is multi-class with
     the labels sorted into class ids (numerically if they are all integers).
 
@@ -249,7 +253,7 @@ class IMDBDataModule(TaskDataModule):
         cache_dir: where token tensors are cached; default ``datamodules.cache.default_cache_dir()``.
         batch_size: reviews per batch.
         num_workers: DataLoader workers; the tensors are in memory, so 0 is fastest.
-        seed: seed of the train/validation split.
+        seed: seed of the train/validation split and of the test order.
         val_fraction: share of ``train.tsv`` held out for validation.
         vocab_size: vocabulary size including ``<pad>`` and ``<unk>``.
         min_freq: minimum count in the train part for a token to enter the vocabulary.
@@ -295,6 +299,8 @@ class IMDBDataModule(TaskDataModule):
         self._state: dict[str, Any] | None = None
         #: ``(text, class_id)`` of a few validation reviews, for the TensorBoard table.
         self.val_examples: list[tuple[str, int]] = []
+        #: After ``setup``: ``int64[N]``, the position in ``test.tsv`` of each test-set row.
+        self.test_order: torch.Tensor | None = None
 
     def split_file(self, split: str) -> Path:
         """``<data_dir>/<split>.tsv``, else ``<split>.tsv.gz``; a :class:`DataError` if neither exists."""
@@ -326,6 +332,7 @@ class IMDBDataModule(TaskDataModule):
         test_labels = encode_labels(test_path, test_raw, test_numbers, values)
 
         train_idx, val_idx = train_val_split(len(texts), hp.val_fraction, hp.seed, train_path, "review")
+        test_order = torch.randperm(len(test_texts), generator=torch.Generator().manual_seed(hp.seed))
 
         tokenize = get_tokenizer(hp.tokenizer)
         tokens = [tokenize(text) for text in texts]
@@ -345,8 +352,9 @@ class IMDBDataModule(TaskDataModule):
             "train_labels": train_labels[train_idx],
             "val_ids": all_train_ids[val_idx],
             "val_labels": train_labels[val_idx],
-            "test_ids": ids(tokenize(text) for text in test_texts),
-            "test_labels": test_labels,
+            "test_ids": ids(tokenize(test_texts[i]) for i in test_order.tolist()),
+            "test_labels": test_labels[test_order],
+            "test_order": test_order,
             "vocab_bytes": vocab_bytes,
             "vocab_lengths": vocab_lengths,
             "label_bytes": value_bytes,
@@ -381,6 +389,7 @@ class IMDBDataModule(TaskDataModule):
         self.train_set = BatchIndexedTensors(tensors["train_ids"], tensors["train_labels"])
         self.val_set = BatchIndexedTensors(tensors["val_ids"], tensors["val_labels"])
         self.test_set = BatchIndexedTensors(tensors["test_ids"], tensors["test_labels"])
+        self.test_order = tensors["test_order"]
 
     def model_kwargs(self) -> dict[str, Any]:
         state = self.preprocessing_state()

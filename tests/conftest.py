@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
+from synthetic_data import make_tree, write_tiny_data
 
 from datamodules import PACKAGED_DATA_DIR
+from lightning_app.cli import run_cli
+from lightning_app.fit import main as fit_main
 from lightning_app.training import FitConfig, FitResult, fit
 from lightning_app.warning_filters import HARMLESS_WARNINGS
 
-# CI replays the same examples on every run (a landing should not hinge on a lucky draw); locally hypothesis
-# explores new ones each time, and FUZZ_EXAMPLES=2000 searches deeper.
-settings.register_profile("ci", derandomize=True, database=None)
-if os.environ.get("CI") == "true":
-    settings.load_profile("ci")
+REPO = Path(__file__).resolve().parents[1]
+
+# One hypothesis profile for local runs and CI: every run replays the same examples (a result should not hinge on
+# a lucky draw, and a failure seen on CI reproduces locally). FUZZ_EXAMPLES=2000 searches deeper (still replayable);
+# FUZZ_RANDOM=1 draws new examples each run (hypothesis' database then keeps the failures it finds).
+settings.register_profile("replay", derandomize=True, database=None)
+settings.register_profile("random", derandomize=False)
+settings.load_profile("random" if os.environ.get("FUZZ_RANDOM") == "1" else "replay")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,11 +84,46 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FitResult]:
     }
 
 
+@pytest.fixture(scope="session")
+def trained_imdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One 3-epoch IMDB CLI run on tiny synthetic reviews (``<scratch>/data``, cache in ``<scratch>/cache``), shared
+    by the tests that read it: (best checkpoint, printed summary); ``<scratch>`` is ``best.parents[4]``."""
+    scratch = tmp_path_factory.mktemp("imdb_run")
+    data = write_tiny_data(scratch / "data")
+    argv = ["--task", "imdb", "--data-dir", str(data), "--cache-dir", str(scratch / "cache")]
+    argv += ["--log-dir", str(scratch / "runs"), "--no-progress-bar", "--batch-size", "8", "--max-epochs", "3"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert run_cli(fit_main, argv) == 0
+    return next((scratch / "runs" / "imdb").glob("version_*/checkpoints/best-*.ckpt")), printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def three_class_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FitResult]:
+    """One three-class cifar2 run on a tiny ImageFolder tree (cache in ``<tree>/../cache``), shared by the tests
+    that only read its data and checkpoint: (tree, result)."""
+    scratch = tmp_path_factory.mktemp("three_class")
+    root = make_tree(scratch / "data", ["bird", "cat", "dog"], train_per_class=16, test_per_class=3)
+    config = FitConfig(
+        task="cifar2",
+        data_dir=str(root),
+        cache_dir=str(scratch / "cache"),
+        log_dir=str(scratch / "runs"),
+        max_epochs=1,
+        batch_size=16,
+        enable_progress_bar=False,
+    )
+    # The 5 validation images hold no dog: the metrics that need every class are NaN, with a warning.
+    with pytest.warns(UserWarning, match=r"^val: .*val/auroc, val/f1, val/acc_dog cannot be computed"):
+        return root, fit(config)
+
+
 def run_exported_model(target: Path, output_format: str, inputs: torch.Tensor) -> torch.Tensor:
     """Outputs of the model ``lightning_app.export`` wrote to ``target`` (TorchScript, or ONNX via onnxruntime)."""
     if output_format == "torchscript":
         return torch.jit.load(str(target / "model.pt"))(inputs)
-    onnxruntime = pytest.importorskip("onnxruntime")
+    import onnxruntime  # in the dev extra: a missing install fails the ONNX tests rather than skipping them
+
     session = onnxruntime.InferenceSession(str(target / "model.onnx"))
     return torch.from_numpy(session.run(None, {"inputs": inputs.numpy()})[0])
 
@@ -101,3 +148,97 @@ def _write_image_and_text_run(run_dir: Path, text: str = "a review the model got
 def write_image_and_text_run() -> Callable[..., None]:
     """Writes a small run holding what the image and text tasks log (an image, a text), for the review checks."""
     return _write_image_and_text_run
+
+
+# Run in a fresh interpreter: the checkpoint is all the module has (no state left over from training). The encoded
+# side scores the DataModule's test batches (its own reading and encoding, built with the checkpoint's DataModule
+# settings); the raw side reads the same test rows from the files and scores them through the user-facing entry.
+_PARITY_SCRIPT = """
+import json, sys
+import torch
+from lightning_app.inference import load_checkpoint
+
+def score(checkpoint, task, overrides):
+    loaded = load_checkpoint(checkpoint, task)
+    module, datamodule = loaded.module, loaded.datamodule(**overrides)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    batches = [datamodule.on_after_batch_transfer(batch, 0) for batch in datamodule.test_dataloader()]
+
+    def encoded():
+        return torch.cat([module.predict_encoded(inputs) for inputs, _ in batches])
+
+    if task == "covid19":
+        from datamodules.covid import daily_differences, read_counts
+        _, _, values = read_counts(datamodule.require_file(datamodule.file_name), datamodule.hparams.counts)
+        daily = daily_differences(values) if datamodule.hparams.counts == "cumulative" else values
+        first_test_day = len(daily) - len(encoded())
+        raw = [module.forecast(1, daily[: first_test_day + i]).point[0].tolist() for i in range(len(encoded()))]
+        ends = {"stored_end": module.forecast(3).point.tolist(), "file_end": module.forecast(3, daily).point.tolist()}
+        return {"encoded": encoded().tolist(), "raw": raw, **ends}
+    if task == "titanic":
+        from datamodules.titanic import read_passengers
+        raw_inputs = read_passengers(datamodule.require_file("test.csv"), with_label=False)
+    elif task == "imdb":
+        from datamodules.imdb import read_labeled_texts
+        texts = read_labeled_texts(datamodule.split_file("test"))[1]
+        raw_inputs = [texts[i] for i in datamodule.test_order.tolist()]  # the DataModule's seeded test order
+    else:
+        raw_inputs = sorted((datamodule.image_root() / "test").glob("*/*"))
+
+    def rows(records):
+        return [[record["probabilities"][name] for name in module.class_names] for record in records]
+
+    scored = {"encoded": rows(module.label_records(encoded())), "raw": rows(module.predict_raw(raw_inputs))}
+    # The same with the network's outputs in place of probabilities: a saturated model (probabilities of exactly
+    # 0 and 1) would hide a drift in the inputs.
+    module.to_predictions = lambda outputs: outputs.squeeze(-1) if outputs.shape[-1:] == (1,) else outputs
+    scored["encoded_outputs"] = rows(module.label_records(encoded()))
+    scored["raw_outputs"] = rows(module.predict_raw(raw_inputs))
+    return scored
+
+print(json.dumps([score(*job) for job in json.loads(sys.argv[1])]))
+"""
+
+
+def score_test_splits_in_fresh_process(*jobs: tuple[str | Path, str, dict[str, str]]) -> list[dict[str, list]]:
+    """For each ``(checkpoint, task, DataModule overrides)``: ``{"encoded": rows, "raw": rows, ...}``, the test split
+    scored from the DataModule's encoded batches and from the raw files by the checkpoint reloaded in one new Python
+    process (see ``_PARITY_SCRIPT``)."""
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1"}
+    argument = json.dumps([[str(checkpoint), task, overrides] for checkpoint, task, overrides in jobs])
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_PARITY_SCRIPT), argument],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_rows_match(encoded: list[list[float]], raw: list[list[float]], tolerance: float = 1e-5) -> None:
+    """Same number of rows and, row for row, the same values to ``tolerance`` (absolute, and relative for large
+    values such as logits); names the first row that differs."""
+    assert len(raw) == len(encoded) > 0
+    for row, (from_batches, from_raw) in enumerate(zip(encoded, raw, strict=True)):
+        assert from_raw == pytest.approx(from_batches, rel=tolerance, abs=tolerance), f"row {row}"
+
+
+@pytest.fixture(scope="session")
+def scored_fresh(trained, trained_imdb, three_class_run) -> dict[str, dict[str, list]]:
+    """The test split of each task's shared run scored both ways (``score_test_splits_in_fresh_process``), all in
+    one fresh process: a Python start and Lightning import cost seconds."""
+    imdb_scratch, (cifar2_tree, cifar2_run) = trained_imdb[0].parents[4], three_class_run
+    imdb_data = {"data_dir": str(imdb_scratch / "data"), "cache_dir": str(imdb_scratch / "cache")}
+    cifar2_data = {"data_dir": str(cifar2_tree), "cache_dir": str(cifar2_tree.parent / "cache")}
+    jobs = {
+        "titanic": (trained["titanic"].best_model_path, "titanic", {}),
+        "covid19": (trained["covid19"].best_model_path, "covid19", {}),
+        "imdb": (trained_imdb[0], "imdb", imdb_data),
+        "cifar2": (cifar2_run.best_model_path, "cifar2", cifar2_data),
+    }
+    return dict(zip(jobs, score_test_splits_in_fresh_process(*jobs.values()), strict=True))
+
+
+@pytest.fixture(scope="session")
+def rows_match() -> Callable[..., None]:
+    return assert_rows_match

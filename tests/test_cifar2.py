@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from PIL import Image
+from synthetic_data import COLOURS, make_tree, write_image
 
 from datamodules.cache import load_tensor_cache
 from datamodules.cifar2 import Cifar2DataModule, channel_stats, random_crop_flip
@@ -21,27 +21,6 @@ from lightning_app.models import Cifar2Module
 from lightning_app.nets import SmallResNet, TutorialCifarNet
 from lightning_app.predict import main as predict_main
 from lightning_app.training import FitConfig, fit
-
-#: A distinct colour per class, so a test can tell from the pixels which folder an image came from.
-COLOURS = {"bird": (220, 40, 40), "cat": (40, 220, 40), "dog": (40, 40, 220)}
-
-
-def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (32, 32), seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randint(-20, 21, (3, *size), generator=generator)
-    image = (torch.tensor(colour).view(3, 1, 1) + noise).clamp(0, 255).to(torch.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path, quality=95)
-
-
-def make_tree(root: Path, classes: list[str], train_per_class: int = 12, test_per_class: int = 4) -> Path:
-    """An ImageFolder tree ``root/{train,test}/<class>/i.png`` of solid-colour noisy images."""
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for class_index, name in enumerate(classes):
-            for i in range(count):
-                suffix = ".jpg" if i % 2 else ".png"
-                write_image(root / split / name / f"{i}{suffix}", COLOURS[name], seed=class_index * 1000 + i)
-    return root
 
 
 def ready(root: Path, cache_dir: Path, **kwargs) -> Cifar2DataModule:
@@ -340,21 +319,13 @@ def test_default_model_reaches_the_target_accuracy(tmp_path: Path, bundled_cache
 # -- using the trained model: predict, test and export ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def three_class_run(tmp_path_factory: pytest.TempPathFactory):
-    """One three-class run shared by the tests below, which only read its data and checkpoint."""
-    scratch = tmp_path_factory.mktemp("three_class")
-    root = make_tree(scratch / "data", ["bird", "cat", "dog"], train_per_class=16, test_per_class=3)
-    config = FitConfig(
-        task="cifar2",
-        data_dir=str(root),
-        cache_dir=str(scratch / "cache"),
-        log_dir=str(scratch / "runs"),
-        max_epochs=1,
-        batch_size=16,
-        enable_progress_bar=False,
-    )
-    return root, fit(config)
+def test_raw_test_images_score_as_the_encoded_test_batches(scored_fresh, rows_match) -> None:
+    """The ImageFolder test files scored by ``predict_raw`` from the checkpoint reloaded in a fresh process give, row
+    for row, the probabilities of the DataModule's decoded, normalised test batches."""
+    scored = scored_fresh["cifar2"]
+    assert len(scored["raw"]) == 9
+    rows_match(scored["encoded"], scored["raw"])
+    rows_match(scored["encoded_outputs"], scored["raw_outputs"])
 
 
 def test_predict_cli_classifies_files_and_folders_and_names_bad_files(three_class_run, tmp_path, capsys) -> None:
@@ -383,6 +354,8 @@ def test_test_cli_on_a_custom_folder_reproduces_fit(three_class_run, capsys) -> 
     argv = ["--task", "cifar2", "--ckpt", result.best_model_path, "--data-dir", str(root), "--format", "json"]
     assert run_cli(evaluate_cli.main, argv) == 0
     metrics = json.loads(capsys.readouterr().out)
+    test_keys = {key for key in result.metrics if key.startswith("test/")}
+    assert {"test/loss", "test/acc", "test/auroc", "test/acc_dog"} <= test_keys and set(metrics) == test_keys
     for key, value in metrics.items():
         assert value == pytest.approx(result.metrics[key], abs=1e-5), key
 

@@ -45,6 +45,8 @@ def test_fit_writes_checkpoint_and_logs_and_reload_reproduces_test_metrics(train
     datamodule = task.datamodule(**checkpoint["datamodule_hyper_parameters"])
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     reloaded = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    test_keys = {key for key in result.metrics if key.startswith("test/")}
+    assert "test/loss" in test_keys and set(reloaded) == test_keys
     for key, value in reloaded.items():
         assert value == pytest.approx(result.metrics[key], rel=1e-5, abs=1e-6), key
 

@@ -43,6 +43,15 @@ from datamodules.titanic import (
 #: FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz_parsers.py tests/test_download.py
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_fuzzing_replays_the_same_examples_unless_asked_for_new_ones() -> None:
+    """Local runs and CI share one derandomized profile (tests/conftest.py); FUZZ_RANDOM=1 explores."""
+    replay = os.environ.get("FUZZ_RANDOM") != "1"
+    assert settings.default.derandomize is replay and FUZZ.derandomize is replay
+    assert FUZZ.max_examples == FUZZ_EXAMPLES
+
+
 TITANIC_HEADER = ["PassengerId", LABEL_COLUMN, *INPUT_COLUMNS, "Ticket"]
 COVID_HEADER = [DATE_COLUMN, *COUNT_COLUMNS]
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
+import math
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic_data import FILLER, synthetic_reviews, write_tiny_data, write_tsv
 
 from datamodules import DataError, IMDBDataModule
 from datamodules.base import PACKAGED_DATA_DIR
@@ -29,6 +30,7 @@ from datamodules.imdb import (
     vocabulary_index,
     words_tokenize,
 )
+from lightning_app import test as test_cli
 from lightning_app.cli import run_cli
 from lightning_app.export import export
 from lightning_app.fit import main as fit_main
@@ -38,44 +40,11 @@ from lightning_app.nets.text import hashed_bigrams, hashed_ngrams, trim_padding,
 from lightning_app.predict import main as predict_main
 
 REPO = Path(__file__).resolve().parents[1]
-POSITIVE = ["great", "wonderful", "excellent", "moving", "superb"]
-NEGATIVE = ["awful", "boring", "terrible", "dull", "waste"]
-FILLER = ["the", "movie", "film", "plot", "actor", "scene", "was", "and", "a", "story"]
-
-
-def write_tsv(path: Path, rows: list[tuple[str, str]], header: str = "label\trating\tid\ttext") -> Path:
-    columns = header.split("\t")
-    lines = [header]
-    for i, (label, text) in enumerate(rows):
-        values = {"label": label, "rating": "5", "id": str(i), "text": text}
-        lines.append("\t".join(values.get(column, "x") for column in columns))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def synthetic_reviews(n: int, seed: int, labels: tuple[str, ...] = ("0", "1")) -> list[tuple[str, str]]:
-    """Separable reviews: label 0 uses negative words, label 1 positive ones, any third label both."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = labels[i % len(labels)]
-        cue = {"0": NEGATIVE, "1": POSITIVE}.get(label, NEGATIVE + POSITIVE if label == "mixed" else FILLER)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(5, 30))] + [rng.choice(cue) for _ in range(3)]
-        rng.shuffle(words)
-        rows.append((label, " ".join(words).capitalize() + ". <br /><br />A unique word" + f" w{seed}x{i}!"))
-    return rows
 
 
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return write_tiny_data(tmp_path / "data")
-
-
-def write_tiny_data(data: Path) -> Path:
-    data.mkdir()
-    write_tsv(data / "train.tsv", synthetic_reviews(200, seed=1))
-    write_tsv(data / "test.tsv", synthetic_reviews(80, seed=2))
-    return data
 
 
 # -- tokenizers, vocabulary, encoding ---------------------------------------------------
@@ -331,16 +300,6 @@ def _fit(data: Path, tmp_path: Path, *extra: str) -> Path:
     return next((tmp_path / "runs" / "imdb").glob("version_*/checkpoints/best-*.ckpt"))
 
 
-@pytest.fixture(scope="module")
-def trained_imdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One 3-epoch CLI run on the tiny data, shared by the tests that read it: (best checkpoint, summary)."""
-    scratch = tmp_path_factory.mktemp("imdb_run")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        best = _fit(write_tiny_data(scratch / "data"), scratch, "--max-epochs", "3")
-    return best, printed.getvalue()
-
-
 def test_cli_trains_logs_and_reloads_in_fresh_process(trained_imdb: tuple[Path, str]) -> None:
     best, summary = trained_imdb
     test_acc = float(summary.split("test/acc")[1].split()[0])
@@ -381,16 +340,14 @@ def test_cli_tutorial_variant_runs(tiny_data: Path, tmp_path: Path, capsys) -> N
     assert module.predict_raw([""])[0]["label"] in ("negative", "positive")
 
 
-@pytest.mark.filterwarnings(
-    "ignore:No positive samples in targets:UserWarning"
-)  # a class absent from the tiny val split
 def test_cli_multiclass_data_dir(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     data.mkdir()
     labels = ("0", "1", "mixed")
     write_tsv(data / "train.tsv", synthetic_reviews(90, seed=1, labels=labels))
     write_tsv(data / "test.tsv", synthetic_reviews(30, seed=2, labels=labels))
-    best = _fit(data, tmp_path, "--max-epochs", "1")
+    with pytest.warns(UserWarning, match=r"^val: .* cannot be computed and are reported as NaN"):
+        best = _fit(data, tmp_path, "--max-epochs", "1")  # the 9 validation reviews miss a class
     summary = capsys.readouterr().out
     assert "test/auroc" in summary and "test/f1" in summary
     module = IMDBModule.load_from_checkpoint(best)
@@ -406,6 +363,101 @@ def test_cli_reports_bad_data_with_file_and_line(tmp_path: Path, capsys) -> None
     argv = ["--task", "imdb", "--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
     assert run_cli(fit_main, [*argv, "--log-dir", str(tmp_path / "runs")]) == 1
     assert f"{tmp_path / 'train.tsv'}:1: missing column(s) ['label']" in capsys.readouterr().err
+
+
+def test_raw_test_reviews_score_as_the_encoded_test_batches(scored_fresh, rows_match) -> None:
+    """The test TSV's review texts scored by ``predict_raw`` from the checkpoint reloaded in a fresh process give,
+    row for row, the probabilities of the DataModule's encoded test batches (tokenizer, vocabulary, padding and
+    truncation at prediction time are training's)."""
+    scored = scored_fresh["imdb"]
+    assert len(scored["raw"]) == 80
+    rows_match(scored["encoded"], scored["raw"])
+    rows_match(scored["encoded_outputs"], scored["raw_outputs"])
+
+
+# -- test order: a fixed seeded shuffle, so a limited test run sees every class --------------------------
+
+
+def label_sorted_reviews(n: int, seed: int) -> list[tuple[str, str]]:
+    return sorted(synthetic_reviews(n, seed), key=lambda row: row[0])
+
+
+def test_test_order_is_a_fixed_seeded_shuffle_so_the_first_batch_holds_both_classes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tsv(data / "train.tsv", synthetic_reviews(60, seed=1))
+    write_tsv(data / "test.tsv", label_sorted_reviews(80, seed=2))  # 40 negatives, then 40 positives
+    file_labels = torch.tensor([int(label) for label in read_labeled_texts(data / "test.tsv")[0]])
+
+    def ready(cache: str, seed: int = 42) -> IMDBDataModule:
+        datamodule = IMDBDataModule(data_dir=data, cache_dir=tmp_path / cache, batch_size=8, seed=seed)
+        datamodule.setup("test")
+        return datamodule
+
+    first, rebuilt, other_seed = ready("a"), ready("b"), ready("c", seed=7)
+    assert sorted(first.test_order.tolist()) == list(range(80))
+    assert torch.equal(first.test_set.tensors[1], file_labels[first.test_order])  # labels move with their reviews
+    assert set(next(iter(first.test_dataloader()))[1].tolist()) == {0, 1}
+    assert torch.equal(rebuilt.test_order, first.test_order) and not rebuilt.cache_reused
+    assert torch.equal(rebuilt.test_set.tensors[0], first.test_set.tensors[0])
+    assert not torch.equal(other_seed.test_order, first.test_order)
+
+
+def test_full_split_metrics_do_not_depend_on_the_test_order(trained_imdb, monkeypatch, tmp_path, capsys) -> None:
+    """The test command (shuffled test set) reports what the file-order predictions give."""
+    from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
+
+    monkeypatch.setenv("LIGHTNING_APP_CACHE", str(tmp_path / "cache"))
+    best, _ = trained_imdb
+    data = best.parents[4] / "data"
+    assert (
+        run_cli(test_cli.main, ["--task", "imdb", "--ckpt", str(best), "--data-dir", str(data), "--format", "json"])
+        == 0
+    )
+    reported = json.loads(capsys.readouterr().out)
+    labels, texts, _ = read_labeled_texts(data / "test.tsv")
+    target = torch.tensor([int(label) for label in labels])
+    preds = torch.tensor(
+        [r["probabilities"]["positive"] for r in IMDBModule.load_from_checkpoint(best).predict_raw(texts)]
+    )
+    expected = {
+        "test/acc": binary_accuracy(preds, target),
+        "test/auroc": binary_auroc(preds, target),
+        "test/f1": binary_f1_score(preds, target),
+        "test/loss": torch.nn.functional.binary_cross_entropy(preds, target.float()),
+    }
+    for key, value in expected.items():
+        assert reported[key] == pytest.approx(float(value), rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize("rows", ["label_sorted", "positives_only"])
+def test_limited_test_run_reports_auroc_only_when_both_classes_are_scored(
+    trained_imdb, monkeypatch, tmp_path, capsys, rows
+) -> None:
+    monkeypatch.setenv("LIGHTNING_APP_CACHE", str(tmp_path / "cache"))
+    best, _ = trained_imdb
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(best.parents[4] / "data" / "train.tsv", data / "train.tsv")
+    reviews = label_sorted_reviews(80, seed=3)
+    write_tsv(data / "test.tsv", reviews if rows == "label_sorted" else [row for row in reviews if row[0] == "1"])
+    argv = ["--task", "imdb", "--ckpt", str(best), "--data-dir", str(data), "--format", "json"]
+    argv += ["--batch-size", "8", "--limit-test-batches", "1"]
+    if rows == "label_sorted":
+        assert run_cli(test_cli.main, argv) == 0
+        reported = json.loads(capsys.readouterr().out)
+        assert 0.0 <= reported["test/auroc"] <= 1.0  # the first 8 rows of the seeded order hold both classes
+    else:
+        with pytest.warns(UserWarning) as caught:
+            assert run_cli(test_cli.main, argv) == 0
+        reported = json.loads(capsys.readouterr().out)
+        assert math.isnan(reported["test/auroc"]), reported  # not 0
+        assert math.isfinite(reported["test/f1"]) and math.isfinite(reported["test/acc"])
+        messages = [str(w.message) for w in caught.list if "cannot be computed" in str(w.message)]
+        assert messages == [
+            "test: the test examples (8) hold no example of class(es) negative; "
+            "test/auroc cannot be computed and are reported as NaN"
+        ]
 
 
 @pytest.mark.slow

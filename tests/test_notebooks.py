@@ -17,6 +17,8 @@ CELL_TIMEOUT_S = 120
 def execute(notebook_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> nbformat.NotebookNode:
     """Run the notebook in a fresh python3 kernel of this interpreter, in ``workdir``; raise on any cell error."""
     monkeypatch.setenv("NOTEBOOK_FAST", "1")
+    # Whatever a kernel caches goes under the test's folder, never into the user's ~/.cache.
+    monkeypatch.setenv("LIGHTNING_APP_CACHE", str(workdir / "cache"))
     # The kernel must import this checkout's packages, whatever an installed copy points at.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     # Figures must come back as image/png outputs, even where the environment sets MPLBACKEND=Agg.

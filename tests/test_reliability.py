@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -77,6 +78,104 @@ def test_absurd_learning_rate_stops_with_a_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("lightning_app: training stopped: training loss became NaN at epoch 0, batch ")
     assert not list(tmp_path.rglob("*.ckpt")), "no checkpoint holds the damaged weights"
+
+
+# A fresh process runs the fit command line once per kind of bad loss with its file descriptor 2 sent to a file of
+# its own, so everything written to stderr (also by Lightning's loggers) is seen. The Titanic module's loss is made
+# non-finite at one training step: epoch 1, batch 10 with 76 batches of 8 per epoch.
+_BAD_LOSS_SCRIPT = """
+import json, os, sys
+from lightning_app.cli import run_cli
+from lightning_app.fit import main
+from lightning_app.models import TitanicModule
+
+BAD_STEP = 86
+original = TitanicModule.shared_step
+codes = {}
+for kind, log_dir, err_file in json.loads(sys.argv[1]):
+    def shared_step(self, batch, kind=kind):
+        out = original(self, batch)
+        if self.training and self.trainer.global_step == BAD_STEP:
+            out["loss"] = out["loss"] * float(kind)
+        return out
+    TitanicModule.shared_step = shared_step
+    sys.stderr.flush()
+    os.dup2(os.open(err_file, os.O_WRONLY | os.O_CREAT), 2)
+    argv = ["--task", "titanic", "--max-epochs", "3", "--batch-size", "8", "--log-dir", log_dir, "--no-progress-bar"]
+    codes[kind] = run_cli(main, argv)
+    sys.stderr.flush()
+print(json.dumps(codes))
+"""
+
+
+def test_nan_and_inf_losses_stop_the_fit_command_with_one_line_and_finite_checkpoints(tmp_path):
+    jobs = [(kind, str(tmp_path / kind), str(tmp_path / f"{kind}.err")) for kind in ("nan", "inf")]
+    done = subprocess.run(
+        [sys.executable, "-c", _BAD_LOSS_SCRIPT, json.dumps(jobs)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"nan": 1, "inf": 1}
+    for kind, word in (("nan", "NaN"), ("inf", "infinite")):
+        err = [line for line in (tmp_path / f"{kind}.err").read_text().splitlines() if line.strip()]
+        # Lightning's banner and model summary come first; the stop is one line, the last, with no traceback.
+        assert [line for line in err if line.startswith("lightning_app:") or "Traceback" in line] == err[-1:], err
+        assert not any("Error" in line for line in err), err
+        assert err[-1].startswith(
+            f"lightning_app: training stopped: training loss became {word} at epoch 1, batch 10 (global step 86); "
+        ), err[-1]
+        checkpoints = sorted((tmp_path / kind).rglob("*.ckpt"))
+        assert any(path.name == "last.ckpt" for path in checkpoints), checkpoints
+        for path in checkpoints:
+            saved = torch.load(path, weights_only=True)
+            assert saved["epoch"] == 0, path  # saved after the last good epoch; nothing after the bad step
+            assert all(torch.isfinite(tensor).all() for tensor in saved["state_dict"].values()), path
+
+
+class LossAtStep(pl.Callback):
+    """Records the global step at which training stopped."""
+
+    def __init__(self) -> None:
+        self.stopped_at: int | None = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.stopped_at = trainer.global_step
+
+
+class InfiniteLossAt(TitanicModule):
+    """The Titanic module with an infinite training loss at one global step."""
+
+    def __init__(self, bad_step: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bad_step = bad_step
+
+    def shared_step(self, batch):
+        out = super().shared_step(batch)
+        if self.training and self.trainer.global_step == self.bad_step:
+            out["loss"] = out["loss"] * float("inf")
+        return out
+
+
+def test_periodic_check_stops_training_after_its_interval_not_at_the_epoch_end(tmp_path):
+    datamodule = TitanicDataModule(batch_size=8)
+    datamodule.setup("fit")
+    model = InfiniteLossAt(12, **datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
+    recorder = LossAtStep()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        callbacks=[FiniteLossGuard(check_every_n_steps=5), recorder],
+    )
+    with pytest.raises(NonFiniteLossError, match=r"infinite at epoch 0, batch 12 \(global step 12\)"):
+        trainer.fit(model, datamodule=datamodule)
+    # Checks after steps 5, 10 and 15: the third one finds step 12, long before the 76-step epoch ends.
+    assert recorder.stopped_at == 15
 
 
 class PoisonWeightsAtEpoch(pl.Callback):

@@ -33,6 +33,8 @@ def test_test_cli_reproduces_the_fit_metrics(trained, capsys, task):
     )
     assert code == 0
     metrics = json.loads(out)
+    test_keys = {key for key in trained[task].metrics if key.startswith("test/")}
+    assert "test/loss" in test_keys and set(metrics) == test_keys
     for key, value in metrics.items():
         assert value == pytest.approx(trained[task].metrics[key], rel=1e-5, abs=1e-6), key
 
@@ -135,3 +137,24 @@ def test_render_records_csv_round_trips():
 
     text = render_records([{"a": 1, "b": "x,y"}], ["a", "b"], "csv")
     assert list(csv.DictReader(io.StringIO(text))) == [{"a": "1", "b": "x,y"}]
+
+
+# -- raw inputs and the training-time encoding agree ------------------------------------------------
+
+
+def test_titanic_raw_passengers_score_as_the_encoded_test_batches(scored_fresh, rows_match):
+    """The test CSV parsed and scored by ``predict_raw`` from a reloaded checkpoint gives, row for row, the
+    probabilities of the DataModule's encoded test batches: prediction-time preprocessing matches training's."""
+    scored = scored_fresh["titanic"]
+    assert len(scored["raw"]) == len(read_passengers(TITANIC_TEST_CSV, with_label=False))
+    rows_match(scored["encoded"], scored["raw"])
+    rows_match(scored["encoded_outputs"], scored["raw_outputs"])
+
+
+def test_covid_forecast_from_raw_counts_matches_the_encoded_test_windows(scored_fresh, rows_match):
+    """One-day forecasts from the raw daily counts up to each test day equal the model on the DataModule's test
+    windows, and the series end stored in the checkpoint is the file's end."""
+    scored = scored_fresh["covid19"]
+    assert len(scored["encoded"]) == 7  # the test week
+    rows_match(scored["encoded"], scored["raw"])
+    rows_match(scored["file_end"], scored["stored_end"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from pytorch_lightning.utilities import rank_zero_warn
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -17,7 +19,10 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from lightning_app.models.base import TaskModule
+from lightning_app.models.base import STAGES, Stage, TaskModule
+
+#: torchmetrics' warning when a class is missing from the targets (it then returns 0 for the metric).
+TORCHMETRICS_NO_SAMPLES = r"No (positive|negative) samples in targets"
 
 #: Suffix of the metric that holds one accuracy per class; logged as ``<stage>/acc_<class name>``.
 PER_CLASS_SUFFIX = "_per_class"
@@ -37,6 +42,23 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     )
 
 
+class ClassCounts(Metric):
+    """How many targets of each class a stage has seen (``int64[num_classes]``, summed across processes)."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state("counts", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, target: torch.Tensor) -> None:
+        self.counts += torch.bincount(target.long().flatten(), minlength=self.num_classes)[: self.num_classes]
+
+    def compute(self) -> torch.Tensor:
+        return self.counts
+
+
 class ClassifierModule(TaskModule):
     """A :class:`TaskModule` for ``num_classes`` classes: binary (one logit, BCE) for 2, multi-class (CE) above.
 
@@ -50,6 +72,11 @@ class ClassifierModule(TaskModule):
 
     Class names come from ``preprocessing["class_names"]`` (fitted by the
     DataModule, stored in the checkpoint), else :attr:`default_class_names`.
+
+    Metrics a stage's targets cannot define are reported as NaN, with one warning naming the stage, the
+    missing classes and the metrics, instead of the 0 torchmetrics returns: AUROC when a class has no
+    example, F1 when the positive class (binary) or any class (multi-class, macro average) has none, and
+    the accuracy of a class with no example.
     """
 
     #: Names of the classes when the preprocessing state has none (``None``: ``"0"``, ``"1"``, ...).
@@ -63,6 +90,8 @@ class ClassifierModule(TaskModule):
             raise ValueError(f"{num_classes} classes but {len(names)} class names in preprocessing")
         super().__init__(classification_metrics(num_classes), preprocessing)
         self.num_classes = num_classes
+        for stage in STAGES:
+            setattr(self, f"{stage}_class_counts", ClassCounts(num_classes))
 
     @property
     def binary(self) -> bool:
@@ -104,6 +133,48 @@ class ClassifierModule(TaskModule):
         inputs, target = batch
         outputs = self(inputs)
         return {"loss": self.loss(outputs, target), "preds": self.to_predictions(outputs), "target": target}
+
+    def _update_metrics(self, stage: Stage) -> None:
+        pending = self._pending[stage]
+        if pending:
+            getattr(self, f"{stage}_class_counts").update(torch.cat([step["target"] for step in pending]))
+        super()._update_metrics(stage)
+
+    def undefined_metrics(self, stage: Stage, counts: torch.Tensor) -> list[str]:
+        """Keys of the stage's metrics that targets with these class ``counts`` cannot define (see the class)."""
+        missing = counts == 0
+        if not bool(missing.any()):
+            return []
+        keys = [f"{stage}/auroc"]
+        if not self.binary or bool(missing[1]):  # binary F1 needs positives; a macro average every class
+            keys.append(f"{stage}/f1")
+        if not self.binary:
+            keys += [
+                f"{stage}/acc_{name}" for name, absent in zip(self.class_names, missing.tolist(), strict=True) if absent
+            ]
+        return keys
+
+    def compute_epoch_metrics(self, stage: Stage) -> dict[str, torch.Tensor]:
+        self._update_metrics(stage)  # counts every queued target before they are read
+        class_counts: ClassCounts = getattr(self, f"{stage}_class_counts")
+        counts = class_counts.compute()
+        class_counts.reset()
+        undefined = self.undefined_metrics(stage, counts)
+        with warnings.catch_warnings():
+            if undefined:  # torchmetrics' own warning says it returns 0; the one below replaces it
+                warnings.filterwarnings("ignore", message=TORCHMETRICS_NO_SAMPLES, category=UserWarning)
+            values = super().compute_epoch_metrics(stage)
+        undefined = [key for key in undefined if key in values]
+        if undefined:
+            for key in undefined:
+                values[key] = torch.full_like(values[key], float("nan"))
+            if not (self._trainer is not None and self.trainer.sanity_checking):
+                absent = [name for name, count in zip(self.class_names, counts.tolist(), strict=True) if count == 0]
+                rank_zero_warn(
+                    f"{stage}: the {stage} examples ({int(counts.sum())}) hold no example of class(es) "
+                    f"{', '.join(absent)}; {', '.join(undefined)} cannot be computed and are reported as NaN"
+                )
+        return values
 
     def scalar_metrics(self, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
         if name.endswith(PER_CLASS_SUFFIX):
