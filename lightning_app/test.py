@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     loaded = load_checkpoint(args.ckpt, args.task)
-    datamodule = loaded.datamodule(data_dir=args.data_dir, batch_size=args.batch_size, num_workers=args.num_workers)
+    datamodule = loaded.datamodule(
+        data_dir=args.data_dir, cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=args.num_workers
+    )
     config = FitConfig(
         task=args.task,
         **{name: getattr(args, name) for name in HARDWARE_FLAGS},

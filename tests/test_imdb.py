@@ -407,13 +407,12 @@ def test_full_split_metrics_do_not_depend_on_the_test_order(trained_imdb, monkey
     """The test command (shuffled test set) reports what the file-order predictions give."""
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
 
-    monkeypatch.setenv("LIGHTNING_APP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LIGHTNING_APP_CACHE", str(tmp_path / "environment-cache"))
     best, _ = trained_imdb
     data = best.parents[4] / "data"
-    assert (
-        run_cli(test_cli.main, ["--task", "imdb", "--ckpt", str(best), "--data-dir", str(data), "--format", "json"])
-        == 0
-    )
+    argv = ["--task", "imdb", "--ckpt", str(best), "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache")]
+    assert run_cli(test_cli.main, [*argv, "--format", "json"]) == 0
+    assert any((tmp_path / "cache").iterdir()) and not (tmp_path / "environment-cache").exists()  # --cache-dir wins
     reported = json.loads(capsys.readouterr().out)
     labels, texts, _ = read_labeled_texts(data / "test.tsv")
     target = torch.tensor([int(label) for label in labels])
