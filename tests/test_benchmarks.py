@@ -36,6 +36,9 @@ def test_peers_section_replaces_the_previous_one(tmp_path):
     text = output.read_text()
     assert text.count(peers.SECTION_START) == 1 and "| imdb | y | peer |" in text and "| imdb | x |" not in text
     assert text.startswith("# Benchmark results\n\nearlier sections")
+    titanic = peers.section([peers.Row("titanic", "z", "peer", "test/acc", [0.8], [1.0])], [0])
+    peers.write_section(titanic, output)
+    assert peers.kept_rows(output, ["imdb"]) == [titanic.splitlines()[-2]]  # a rerun of imdb keeps titanic's row
 
 
 def test_tutorial_recipe_trains_the_tutorial_network_in_a_plain_loop():
