@@ -284,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = list(range(args.seeds))
     rows = []
     for task in args.tasks:
-        rows += rows_for(task, seeds)
-        print("\n".join(row.markdown() for row in rows[-4:]), flush=True)
+        task_rows = rows_for(task, seeds)
+        print("\n".join(row.markdown() for row in task_rows), flush=True)
+        rows += task_rows
     text = section(rows, seeds, kept_rows(args.output, args.tasks))  # other tasks' rows from an earlier run stay
     write_section(text, args.output)
     print(text)
