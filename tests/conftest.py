@@ -7,9 +7,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,6 +118,21 @@ def three_class_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Fit
     # The 5 validation images hold no dog: the metrics that need every class are NaN, with a warning.
     with pytest.warns(UserWarning, match=r"^val: .*val/auroc, val/f1, val/acc_dog cannot be computed"):
         return root, fit(config)
+
+
+def kill_once_written(process: subprocess.Popen, path: Path, timeout: float = 120) -> None:
+    """Kill ``process`` with SIGKILL as soon as ``path`` exists (a checkpoint, a trial's config), as a crash would."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, f"the process finished before {path.name} appeared; make its run longer"
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+@pytest.fixture
+def kill_when_written() -> Callable[[subprocess.Popen, Path], None]:
+    return kill_once_written
 
 
 def run_exported_model(target: Path, output_format: str, inputs: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,16 +30,10 @@ def fit_process(*args: str, **popen) -> subprocess.Popen:
     )
 
 
-def test_run_killed_after_its_first_checkpoint_resumes_to_the_full_epoch_count(tmp_path):
+def test_run_killed_after_its_first_checkpoint_resumes_to_the_full_epoch_count(tmp_path, kill_when_written):
     args = ["--task", "titanic", "--model", "tutorial", "--max-epochs", "12", "--log-dir", str(tmp_path)]
     last = tmp_path / "titanic" / "version_0" / "checkpoints" / "last.ckpt"
-    process = fit_process(*args)
-    deadline = time.monotonic() + 120
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be killed; make it longer"
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=30)
+    kill_when_written(fit_process(*args), last)
     killed_at = torch.load(last, weights_only=True)["epoch"]
     assert killed_at < 11
 

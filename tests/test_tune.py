@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 # optuna is in the dev extra: a missing install fails these tests rather than skipping them.
@@ -122,16 +120,9 @@ def test_unpromising_trials_are_pruned_and_counted(tmp_path, capsys, monkeypatch
     assert read_scalars(study_dir(tmp_path) / "trial-1")["val/loss"], "a pruned trial's partial run stays"
 
 
-def test_search_resumes_after_a_kill_with_no_trial_lost_or_run_twice(tmp_path, capsys):
+def test_search_resumes_after_a_kill_with_no_trial_lost_or_run_twice(tmp_path, capsys, kill_when_written):
     args = tune_args(tmp_path, 4, 5)
-    process = tune_process(*args)
-    second_trial = study_dir(tmp_path) / "trial-1" / "config.yaml"
-    deadline = time.monotonic() + 120
-    while not second_trial.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the search finished before it could be killed; make the trials longer"
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=30)
+    kill_when_written(tune_process(*args), study_dir(tmp_path) / "trial-1" / "config.yaml")
 
     assert run_cli(tune.main, args) == 2, "an existing study needs --resume"
     assert "pass --resume" in capsys.readouterr().err
