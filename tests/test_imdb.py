@@ -459,14 +459,6 @@ def test_limited_test_run_reports_auroc_only_when_both_classes_are_scored(
         ]
 
 
-@pytest.mark.slow
-def test_default_reaches_target_accuracy_on_bundled_data(tmp_path: Path, capsys) -> None:
-    argv = ["--task", "imdb", "--cache-dir", str(tmp_path / "cache"), "--log-dir", str(tmp_path / "runs")]
-    assert run_cli(fit_main, [*argv, "--no-progress-bar"]) == 0
-    summary = capsys.readouterr().out
-    assert float(summary.split("test/acc")[1].split()[0]) >= 0.91, summary
-
-
 def test_cache_dir_flag_reaches_only_datamodules_that_take_it() -> None:
     from lightning_app.registry import get_task
     from lightning_app.training import accepts_argument
