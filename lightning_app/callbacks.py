@@ -63,3 +63,32 @@ class FiniteLossGuard(pl.Callback):
             f"training loss became {kind} at epoch {epoch}, batch {batch} (global step {step}); "
             f"stopped before saving it ({kept}). Try a lower --lr."
         )
+
+
+class RandomStateInCheckpoints(pl.Callback):
+    """Keep torch's global random state in checkpoints and restore it when training resumes.
+
+    Lightning's checkpoints hold no random state, so a resumed run would draw each later epoch's shuffle (and
+    dropout masks) from the generator as ``seed_everything`` left it, not as the interrupted run had it. The
+    state is restored at the start of the first training epoch after resuming, after the sanity check (whose
+    loaders draw from the generator too), so that a resumed run trains exactly as an uninterrupted one.
+    Only tensors are stored: checkpoints stay loadable with ``weights_only=True``.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"torch": torch.get_rng_state(), "torch.cuda": cuda}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._to_restore is None:
+            return
+        torch.set_rng_state(self._to_restore["torch"])
+        if self._to_restore["torch.cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self._to_restore["torch.cuda"])
+        self._to_restore = None

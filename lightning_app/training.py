@@ -21,7 +21,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from datamodules import TaskDataModule
 from datamodules.download import FULL_DATASETS, prepare_full_dataset
-from lightning_app.callbacks import FiniteLossGuard
+from lightning_app.callbacks import FiniteLossGuard, RandomStateInCheckpoints
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
 from lightning_app.config import FitConfig, SaveRunConfig, check_arguments, init_type_hints
 from lightning_app.errors import UsageError
@@ -252,7 +252,12 @@ def fit(config: FitConfig) -> FitResult:
     datamodule, model = build_datamodule_and_module(config)
 
     logger: TensorBoardLogger | bool = False
-    callbacks: list[pl.Callback] = [FiniteLossGuard(), *task.review_callbacks(), *config.extra_callbacks]
+    callbacks: list[pl.Callback] = [
+        FiniteLossGuard(),
+        RandomStateInCheckpoints(),
+        *task.review_callbacks(),
+        *config.extra_callbacks,
+    ]
     if config.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
     best_checkpoint = latest_checkpoint = None
