@@ -96,7 +96,7 @@ def _imdb_args(data: Path, cache: Path) -> tuple[list[str], dict]:
     return args, {"task": "imdb", "data_dir": str(data), "cache_dir": str(cache), "batch_size": 8, "max_epochs": 3}
 
 
-@pytest.mark.parametrize("task", ["titanic", "imdb"])
+@pytest.mark.parametrize("task", ["titanic", pytest.param("imdb", marks=pytest.mark.slow)])  # imdb: ~12 s
 def test_killed_run_resumed_to_the_end_matches_an_uninterrupted_run(tmp_path, kill_when_written, task):
     if task == "titanic":
         args, settings = _titanic_args()
