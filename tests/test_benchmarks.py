@@ -45,3 +45,18 @@ def test_tutorial_recipe_trains_the_tutorial_network_in_a_plain_loop():
     row = peers.tutorial_recipe("titanic")
     assert row.kind == "plain PyTorch loop" and row.metric == "test/acc"
     assert 0.7 <= row.values[0] <= 1.0 and row.seconds[0] > 0
+
+
+def test_reached_is_computed_from_the_measured_metrics(tmp_path):
+    at_least = harness.Target("test/acc", threshold=0.9)
+    assert at_least.reached({"test/acc": 0.9}) and not at_least.reached({"test/acc": 0.8999})
+    below = harness.Target("test/mae", lower_than="test/persistence_mae")
+    assert below.reached({"test/mae": 1.0, "test/persistence_mae": 2.0})
+    assert not below.reached({"test/mae": 2.0, "test/persistence_mae": 2.0})
+
+    output = tmp_path / "RESULTS.md"
+    harness.main(["--quick", "--tasks", "titanic", "--output", str(output), "--no-compile"])
+    (row,) = [line for line in output.read_text().splitlines() if line.startswith("| titanic | test/acc >= ")]
+    _, _, target, measured, reached, *_ = (cell.strip() for cell in row.split("|"))
+    threshold = float(target.removeprefix("test/acc >= "))
+    assert reached == ("1/1" if float(measured) >= threshold else "0/1"), row
