@@ -149,20 +149,21 @@ class InfiniteLossAt(TitanicModule):
         return out
 
 
+def quiet_trainer(max_epochs: int, callbacks: list[pl.Callback], **settings) -> pl.Trainer:
+    """A CPU Trainer without logger, progress bar or model summary."""
+    return pl.Trainer(
+        max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=callbacks, **settings,
+    )  # fmt: skip
+
+
 def test_periodic_check_stops_training_after_its_interval_not_at_the_epoch_end(tmp_path):
     datamodule = TitanicDataModule(batch_size=8)
     datamodule.setup("fit")
     model = InfiniteLossAt(12, **datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
     recorder = LossAtStep()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        callbacks=[FiniteLossGuard(check_every_n_steps=5), recorder],
+    trainer = quiet_trainer(
+        1, [FiniteLossGuard(check_every_n_steps=5), recorder], enable_checkpointing=False, num_sanity_val_steps=0
     )
     with pytest.raises(NonFiniteLossError, match=r"infinite at epoch 0, batch 12 \(global step 12\)"):
         trainer.fit(model, datamodule=datamodule)
@@ -188,14 +189,7 @@ def test_last_good_checkpoint_survives_a_non_finite_loss(tmp_path):
     datamodule.setup("fit")
     model = TitanicModule(**datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", save_last=True)
-    trainer = pl.Trainer(
-        max_epochs=5,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[FiniteLossGuard(check_every_n_steps=1000), PoisonWeightsAtEpoch(2), checkpoint],
-    )
+    trainer = quiet_trainer(5, [FiniteLossGuard(check_every_n_steps=1000), PoisonWeightsAtEpoch(2), checkpoint])
     with pytest.raises(NonFiniteLossError, match=r"at epoch 2, batch 0 \(global step 10\)"):
         trainer.fit(model, datamodule=datamodule)
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
