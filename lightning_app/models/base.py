@@ -162,19 +162,22 @@ class TaskModule(pl.LightningModule):
         pending = self._pending[stage]
         if not pending:
             return
-        target = torch.cat([step["target"] for step in pending])
         losses = torch.stack([step["loss"] for step in pending])
         weights = torch.tensor([len(step["target"]) for step in pending], device=losses.device)
         getattr(self, f"{stage}_loss").update(losses, weight=weights)
-        getattr(self, f"{stage}_metrics").update(torch.cat([step["preds"] for step in pending]), target)
-        if "baseline" in pending[0]:
-            baseline = torch.cat([step["baseline"] for step in pending])
-            getattr(self, f"{stage}_baseline_metrics").update(baseline, target)
-        if self.has_paired_metrics:
-            others = {key: torch.cat([step[key] for step in pending]) for key in pending[0] if key not in _OWN_KEYS}
-            preds = torch.cat([step["preds"] for step in pending])
-            getattr(self, f"{stage}_paired_metrics").update(preds, target, **others)
+        batched = {key: torch.cat([step[key] for step in pending]) for key in pending[0] if key != "loss"}
         pending.clear()
+        self.update_metrics(stage, batched)
+
+    def update_metrics(self, stage: Stage, batched: dict[str, torch.Tensor]) -> None:
+        """Update the stage's metrics with ``batched``: the queued steps' outputs but the loss, each concatenated."""
+        preds, target = batched["preds"], batched["target"]
+        getattr(self, f"{stage}_metrics").update(preds, target)
+        if "baseline" in batched:
+            getattr(self, f"{stage}_baseline_metrics").update(batched["baseline"], target)
+        if self.has_paired_metrics:
+            others = {key: value for key, value in batched.items() if key not in _OWN_KEYS}
+            getattr(self, f"{stage}_paired_metrics").update(preds, target, **others)
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step("train", batch)

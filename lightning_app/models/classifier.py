@@ -134,11 +134,9 @@ class ClassifierModule(TaskModule):
         outputs = self(inputs)
         return {"loss": self.loss(outputs, target), "preds": self.to_predictions(outputs), "target": target}
 
-    def _update_metrics(self, stage: Stage) -> None:
-        pending = self._pending[stage]
-        if pending:
-            getattr(self, f"{stage}_class_counts").update(torch.cat([step["target"] for step in pending]))
-        super()._update_metrics(stage)
+    def update_metrics(self, stage: Stage, batched: dict[str, torch.Tensor]) -> None:
+        getattr(self, f"{stage}_class_counts").update(batched["target"])
+        super().update_metrics(stage, batched)
 
     def undefined_metrics(self, stage: Stage, counts: torch.Tensor) -> list[str]:
         """Keys of the stage's metrics that targets with these class ``counts`` cannot define (see the class)."""

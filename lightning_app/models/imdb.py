@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Literal
 
 import torch
@@ -103,7 +104,8 @@ class IMDBModule(ClassifierModule):
         net: NBBagNet = self.net
         counts = torch.zeros(self.num_classes, net.nb_rows, dtype=torch.float64, device=self.device)
         # The batches this run trains on: with --limit-train-batches or --fast-dev-run, only those.
-        batches = itertools.islice(self.trainer.train_dataloader, int(min(self.trainer.num_training_batches, 1e12)))
+        limit = self.trainer.num_training_batches  # inf when the loader has no length
+        batches = itertools.islice(self.trainer.train_dataloader, None if math.isinf(limit) else int(limit))
         for token_ids, labels in batches:
             counts += net.nb_feature_counts(token_ids.to(self.device), labels.to(self.device), self.num_classes)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
