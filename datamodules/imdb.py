@@ -19,7 +19,7 @@ import logging
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,25 +134,39 @@ def encode_texts(texts: Sequence[str], state: dict[str, Any], index: dict[str, i
 # -- reading files ---------------------------------------------------------------
 
 
-def read_text_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 file (gzip-compressed if it ends in ``.gz``), split on ``\\n`` only.
+def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of each line of a file (gzip-compressed if it ends in ``.gz``), streamed.
 
-    ``str.splitlines`` would also split on U+0085 (NEL), which some reviews contain.
+    Lines are split on ``\\n`` only (``str.splitlines`` would also split on U+0085, NEL,
+    which some reviews contain); a trailing ``\\r`` is dropped, and a final newline
+    does not make an extra empty line. Read errors are :class:`DataError` s naming the file.
     """
     try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                yield number, raw.removesuffix(b"\n").removesuffix(b"\r")
     except (OSError, EOFError) as err:
         raise DataError(path, f"cannot read file ({err})") from err
-    lines = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            lines.append(raw.removesuffix(b"\r").decode("utf-8"))
-        except UnicodeDecodeError as err:
-            problem = f"not UTF-8 text ({err.reason} at byte {err.start} of the line)"
-            raise DataError(path, problem, line=number) from None
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+
+
+def decode_line(path: Path, number: int, raw: bytes) -> str:
+    """One line's UTF-8 text; a :class:`DataError` naming the file, line and byte if it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        problem = f"not UTF-8 text ({err.reason} at byte {err.start} of the line)"
+        raise DataError(path, problem, line=number) from None
+
+
+def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a UTF-8 file, streamed (see :func:`iter_raw_lines`)."""
+    for number, raw in iter_raw_lines(path):
+        yield number, decode_line(path, number, raw)
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """All lines of a UTF-8 file (see :func:`iter_raw_lines`), in memory."""
+    return [text for _, text in iter_text_lines(path)]
 
 
 def read_labeled_texts(path: str | Path) -> tuple[list[str], list[str], list[int]]:
