@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import statistics
 import tempfile
 import time
@@ -35,9 +34,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.sections import PEERS
 from datamodules import PACKAGED_DATA_DIR
 from datamodules.base import train_val_split
-from datamodules.cache import atomic_write_bytes
 from datamodules.imdb import read_labeled_texts
 from lightning_app.models import TaskModule
 from lightning_app.registry import TASKS
@@ -45,7 +44,7 @@ from lightning_app.training import FitConfig, build_datamodule_and_module, fit
 from lightning_app.warning_filters import silence_harmless_warnings
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTION_START, SECTION_END = "<!-- peers:start -->", "<!-- peers:end -->"
+SECTION_START, SECTION_END = PEERS.start, PEERS.end
 #: The test metric compared per task.
 TASK_METRIC = {"imdb": "test/acc", "cifar2": "test/acc", "titanic": "test/acc", "covid19": "test/mae"}
 
@@ -252,25 +251,13 @@ def kept_rows(output: Path, rerun_tasks: Sequence[str]) -> list[str]:
     def task_of(line: str) -> str:
         return line.split(" | ")[0].removeprefix("| ")
 
-    lines = (kept_section(output) or "").splitlines()
+    lines = (PEERS.read(output) or "").splitlines()
     return [line for line in lines if task_of(line) in TASK_METRIC and task_of(line) not in rerun_tasks]
 
 
 def write_section(text: str, output: Path) -> None:
     """Put ``text`` into ``output`` in place of an earlier peers section, or at its end."""
-    current = output.read_text(encoding="utf-8") if output.is_file() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), flags=re.DOTALL)
-    found = pattern.search(current)
-    updated = pattern.sub(lambda _: text, current) if found else current.rstrip("\n") + "\n\n" + text
-    atomic_write_bytes(output, (updated.rstrip("\n") + "\n").encode())
-
-
-def kept_section(output: Path) -> str | None:
-    """The peers section already in ``output``, for ``benchmarks.run`` to carry over when it rewrites the file."""
-    if not output.is_file():
-        return None
-    found = re.search(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), output.read_text(), re.DOTALL)
-    return found.group(0) if found else None
+    PEERS.write(text, output)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

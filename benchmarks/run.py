@@ -34,7 +34,7 @@ import torch
 import torchmetrics
 
 from benchmarks.overhead import lightning_epoch_seconds, measure_overhead
-from benchmarks.peers import kept_section
+from benchmarks.sections import OWNED_ELSEWHERE
 from datamodules.cache import atomic_write_bytes
 from lightning_app.registry import TASKS
 from lightning_app.training import FitConfig, build_datamodule_and_module, fit, resolve_config
@@ -322,9 +322,10 @@ def run(tasks: Sequence[str], settings: Settings, output: Path) -> str:
         sections.append(compile_section(eager, settings))
     text = "\n".join(["# Benchmark results", "", *machine_description(settings), "", ""])
     text += "\n\n".join(section.markdown() for section in sections) + "\n"
-    peers = kept_section(output)  # written by benchmarks.peers, which this run does not repeat
-    if peers is not None:
-        text += "\n" + peers + "\n"
+    for owned in OWNED_ELSEWHERE:  # written by benchmarks.peers and benchmarks.scale, which this run does not repeat
+        kept = owned.read(output)
+        if kept is not None:
+            text += "\n" + kept + "\n"
     atomic_write_bytes(output, text.encode())
     return text
 
