@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,7 +123,10 @@ def predict_streamed(args: argparse.Namespace, loaded: LoadedCheckpoint, inputs:
     batch_size = args.batch_size or inputs.default_batch_size
     datamodule = RawChunkDataModule(inputs, batch_size, skip_bad_inputs=args.skip_bad_inputs)
     try:
-        trainer.predict(loaded.module, datamodule=datamodule, return_predictions=False)
+        with warnings.catch_warnings():
+            # Lightning numbers the items of sampled batches only; every chunk carries its own index.
+            warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
+            trainer.predict(loaded.module, datamodule=datamodule, return_predictions=False)
         summary = writer.finish(trainer)
     except BaseException:
         writer.cleanup()
