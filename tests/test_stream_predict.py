@@ -214,6 +214,24 @@ def test_a_bad_row_midway_stops_with_its_line_and_leaves_the_old_output_and_no_t
     assert len(list(csv.DictReader(output.open()))) == 177 and leftovers(output.parent) == []
 
 
+def test_an_interrupted_run_leaves_no_output_and_no_temporary_files(trained, tmp_path, monkeypatch):
+    from lightning_app.predictors import PassengerRows
+
+    recorded = PassengerRows.record
+
+    def interrupt_at_line_101(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+        if fields["PassengerId"] == "34":  # line 101 of the file: in the fourth chunk of 30 rows
+            raise KeyboardInterrupt
+        return recorded(self, fields, score)
+
+    monkeypatch.setattr(PassengerRows, "record", interrupt_at_line_101)
+    output = tmp_path / "scored.csv"
+    argv = ["--task", "titanic", "--ckpt", trained["titanic"].best_model_path, str(TITANIC_TEST_CSV)]
+    with pytest.raises((SystemExit, KeyboardInterrupt)):  # Lightning turns Ctrl-C into exit code 1
+        predict_main([*argv, "--format", "csv", "--batch-size", "30", "--output", str(output)])
+    assert not output.exists() and leftovers(tmp_path) == []
+
+
 def test_a_line_that_is_not_utf8_is_named_or_skipped(trained_imdb, tmp_path, capsys):
     best, _ = trained_imdb
     reviews = tmp_path / "reviews.txt"
