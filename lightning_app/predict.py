@@ -7,8 +7,8 @@
 
 titanic, imdb and cifar2 inputs are read, scored and written --batch-size items at a time (memory does not grow
 with the input), through Lightning's Trainer.predict: --accelerator, --devices, --strategy ddp, --gpus and
---num-nodes spread the chunks over several processes (then --output is required; the file is the one a single
-process writes). Rows go to stdout, or to --output, written under a temporary name and renamed when complete, so
+--num-nodes spread the chunks over several processes (then --output is required, on a filesystem every machine
+shares; the file is the one a single process writes). Rows go to stdout, or to --output, written under a temporary name and renamed when complete, so
 a failed or interrupted run leaves no partial file. A progress bar (rows, rows/s) goes to stderr when it is a
 terminal (--progress / --no-progress to force it).
 
