@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from collections.abc import Iterator
@@ -178,31 +179,83 @@ class TaskDataModule(pl.LightningDataModule):
         raise DataError(self.data_dir / name, f"file not found (expected {expected} in --data-dir {self.data_dir})")
 
 
-def read_csv_rows(path: Path, required_columns: list[str], delimiter: str = ",") -> list[tuple[int, dict[str, str]]]:
-    """Read a delimited text file into ``(line_number, row)`` pairs.
+#: One data row of a delimited file: ``(line number, {column: value})``, or ``(line number, DataError)`` for a row
+#: that cannot be read (wrong number of fields, bytes that are not UTF-8).
+CsvRow = tuple[int, "dict[str, str] | DataError"]
 
-    Raises :class:`DataError` naming the file for an empty file, a missing
-    column, a row with the wrong number of fields or bytes that are not UTF-8.
-    """
+
+def _not_utf8(path: Path, line: int, values: list[str], names: list[str] | None = None) -> DataError | None:
+    """A :class:`DataError` if a value read with ``errors="surrogateescape"`` held bytes that are not UTF-8."""
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        "".join(values).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        for at, value in enumerate(values):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                byte = ord(value[err.start]) - 0xDC00
+                where = f" in column '{names[at]}'" if names is not None and at < len(names) else ""
+                return DataError(path, f"not UTF-8 text (byte 0x{byte:02x}{where})", line=line)
+    return None
+
+
+@contextlib.contextmanager
+def _csv_reader(path: Path, required_columns: list[str], delimiter: str) -> Iterator[csv.DictReader]:
+    """An open ``DictReader`` whose header was checked (stripped names, required columns, UTF-8); ``csv.Error`` as
+    :class:`DataError`. Values are read with ``errors="surrogateescape"``: see :func:`_not_utf8`."""
+    try:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             if reader.fieldnames is None:
                 raise DataError(path, "file is empty (expected a header row)")
             header = [name.strip() for name in reader.fieldnames]
+            bad_bytes = _not_utf8(path, 1, header)
+            if bad_bytes is not None:
+                raise bad_bytes
             missing = [column for column in required_columns if column not in header]
             if missing:
                 raise DataError(path, f"missing column(s) {missing}; header has {header}", line=1)
             reader.fieldnames = header
-            rows = []
-            for row in reader:
-                if None in row or any(value is None for value in row.values()):
-                    raise DataError(path, f"expected {len(header)} fields", line=reader.line_num)
-                rows.append((reader.line_num, row))
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from err
+            yield reader
     except csv.Error as err:
         raise DataError(path, f"malformed CSV ({err})") from err
+
+
+def csv_header(path: Path, required_columns: list[str], delimiter: str = ",") -> list[str]:
+    """The column names of a delimited file, checked as :func:`iter_csv_rows` checks them."""
+    with _csv_reader(path, required_columns, delimiter) as reader:
+        return list(reader.fieldnames or [])
+
+
+def iter_csv_rows(path: Path, required_columns: list[str], delimiter: str = ",") -> Iterator[CsvRow]:
+    """Stream a delimited text file as ``(line_number, row)`` pairs (see :data:`CsvRow`), one row in memory at a time.
+
+    Raises :class:`DataError` naming the file for an empty file, a missing column or malformed quoting; a row with
+    the wrong number of fields or bytes that are not UTF-8 comes as ``(line_number, DataError)``, so a caller may
+    stop there or skip the row.
+    """
+    with _csv_reader(path, required_columns, delimiter) as reader:
+        width = len(reader.fieldnames or [])
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(value is None for value in row.values()):
+                yield line, DataError(path, f"expected {width} fields", line=line)
+                continue
+            yield line, _not_utf8(path, line, list(row.values()), list(row)) or row
+
+
+def read_csv_rows(path: Path, required_columns: list[str], delimiter: str = ",") -> list[tuple[int, dict[str, str]]]:
+    """Read a delimited text file into ``(line_number, row)`` pairs (all of :func:`iter_csv_rows`, in memory).
+
+    Raises :class:`DataError` naming the file for an empty file, a missing
+    column, a row with the wrong number of fields or bytes that are not UTF-8.
+    """
+    rows = []
+    for line, row in iter_csv_rows(path, required_columns, delimiter):
+        if isinstance(row, DataError):
+            raise row
+        rows.append((line, row))
     if not rows:
         raise DataError(path, "file has a header but no data rows")
     return rows

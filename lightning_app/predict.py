@@ -1,19 +1,35 @@
 """``python -m lightning_app.predict --task NAME --ckpt PATH [INPUT ...]``: score raw inputs with a trained model.
 
 * titanic: a passenger CSV in the Kaggle columns; CSV output carries every input column plus the prediction;
+* imdb: review texts as arguments and/or one per line of --input-file (UTF-8, split on "\\n" only);
+* cifar2: image files and folders of images;
 * covid19: ``--days N`` forecasts past the end of the data and ``--plot`` draws history plus forecast.
+
+titanic, imdb and cifar2 inputs are read, scored and written --batch-size items at a time (memory does not grow
+with the input), through Lightning's Trainer.predict: --accelerator, --devices, --strategy ddp, --gpus and
+--num-nodes spread the chunks over several processes (then --output is required, on a filesystem every machine
+shares; the file is the one a single process writes). Rows go to stdout, or to --output, written under a temporary name and renamed when complete, so
+a failed or interrupted run leaves no partial file. A progress bar (rows, rows/s) goes to stderr when it is a
+terminal (--progress / --no-progress to force it).
+
+A bad input (a line that is not UTF-8, a CSV row with the wrong number of fields or a bad value, an unreadable
+image) stops the run with an error naming the file and line; with --skip-bad-inputs it is left out instead, with
+one warning per item on stderr and a count at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_app.cli import run_cli
-from lightning_app.inference import load_checkpoint
-from lightning_app.predictors import PredictRequest
+from lightning_app.cli import HARDWARE_FLAGS, add_hardware_arguments, run_cli
+from lightning_app.errors import UsageError
+from lightning_app.inference import LoadedCheckpoint, load_checkpoint
+from lightning_app.predictors import Prediction, PredictRequest
+from lightning_app.raw_inputs import StreamedInputs
 from lightning_app.registry import TASKS
 from lightning_app.tables import OUTPUT_FORMATS, render_records
 
@@ -33,14 +49,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=None, help="save a figure of the prediction here (PNG)")
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default="table", dest="output_format")
     parser.add_argument("--output", type=Path, default=None, help="write the result here instead of stdout")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="inputs read, scored and written at a time (default: 512 rows or reviews, 256 images)",
+    )
+    parser.add_argument(
+        "--skip-bad-inputs",
+        action="store_true",
+        help="leave out bad inputs (undecodable lines, bad CSV rows, unreadable images) with a warning naming "
+        "the file and line, instead of stopping at the first",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    add_hardware_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     loaded = load_checkpoint(args.ckpt, args.task)
     request = PredictRequest(inputs=args.inputs, input_file=args.input_file, days=args.days, plot_path=args.plot)
     prediction = loaded.task.predictor(loaded.module, request)
+    if isinstance(prediction, StreamedInputs):
+        return predict_streamed(args, loaded, prediction)
+    return print_prediction(args, prediction)
+
+
+def print_prediction(args: argparse.Namespace, prediction: Prediction) -> int:
+    """Write a whole :class:`Prediction` (covid19's forecast) to stdout or ``--output``."""
     columns = prediction.columns if args.output_format == "table" else prediction.all_columns
     text = render_records(prediction.records, columns, args.output_format)
     if args.output is not None:
@@ -52,6 +97,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
     for path in prediction.written:
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def predict_streamed(args: argparse.Namespace, loaded: LoadedCheckpoint, inputs: StreamedInputs) -> int:
+    """Score ``inputs`` chunk by chunk with ``Trainer.predict`` on the hardware the flags ask for, writing rows as
+    they come (see :mod:`lightning_app.streaming`)."""
+    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
+
+    from lightning_app.streaming import MULTI_PROCESS_NEEDS_OUTPUT, ChunkWriter, RawChunkDataModule
+    from lightning_app.training import FitConfig, build_trainer
+
+    columns = inputs.columns if args.output_format == "table" else inputs.all_columns
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    writer = ChunkWriter(inputs, columns, args.output_format, args.output, progress)
+    config = FitConfig(
+        task=args.task, **{name: getattr(args, name) for name in HARDWARE_FLAGS}, enable_progress_bar=False
+    )
+    trainer = build_trainer(config, logger=False, callbacks=[writer], log_every_n_steps=50)
+    if trainer.world_size > 1:
+        if args.output is None:
+            raise UsageError(MULTI_PROCESS_NEEDS_OUTPUT)
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            raise UsageError(f"--strategy {args.strategy}: predict runs several processes with --strategy ddp only")
+    batch_size = args.batch_size or inputs.default_batch_size
+    datamodule = RawChunkDataModule(inputs, batch_size, skip_bad_inputs=args.skip_bad_inputs)
+    try:
+        with warnings.catch_warnings():
+            # Lightning numbers the items of sampled batches only; every chunk carries its own index.
+            warnings.filterwarnings("ignore", message="Couldn't infer the batch indices", category=UserWarning)
+            trainer.predict(loaded.module, datamodule=datamodule, return_predictions=False)
+        summary = writer.finish(trainer)
+    except BaseException:
+        writer.cleanup()
+        raise
+    if trainer.global_rank != 0:
+        return 0
+    if summary.skipped:
+        print(f"lightning_app: skipped {summary.skipped} bad input(s) (see the warnings above)", file=sys.stderr)
+    if summary.output is not None:
+        print(f"wrote {summary.rows} predictions to {summary.output}", file=sys.stderr)
     return 0
 
 

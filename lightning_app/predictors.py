@@ -1,26 +1,34 @@
 """Turning raw command-line inputs into predictions, one function per task (see the registry).
 
-A predictor takes a module loaded from a checkpoint and a :class:`PredictRequest`
-and returns a :class:`Prediction`: records plus the columns to show. The
-``predict`` CLI only formats what comes back.
+A predictor takes a module loaded from a checkpoint and a :class:`PredictRequest` and returns either a
+:class:`Prediction` (records plus the columns to show: covid19's forecast) or a
+:class:`~lightning_app.raw_inputs.StreamedInputs` that ``lightning_app.streaming`` reads and scores chunk by chunk
+(titanic rows, IMDB reviews, cifar2 images). The ``predict`` CLI only formats what comes back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from datamodules.base import read_csv_rows
+from datamodules.base import CsvRow, csv_header, iter_csv_rows
+from datamodules.cifar2 import read_image
 from datamodules.covid import daily_from_state
 from datamodules.errors import DataError
-from datamodules.imdb import read_text_lines
-from datamodules.titanic import INPUT_COLUMNS, parse_passenger
+from datamodules.imdb import decode_line, iter_raw_lines
+from datamodules.titanic import INPUT_COLUMNS, Passenger, parse_passenger
 from lightning_app.errors import UsageError
 from lightning_app.figures import forecast_figure
+from lightning_app.raw_inputs import StreamedInputs
+
+if TYPE_CHECKING:
+    from lightning_app.models import TaskModule
 
 
 @dataclass
@@ -52,39 +60,88 @@ def _single_input_file(request: PredictRequest, what: str) -> Path:
     return paths[0]
 
 
-def predict_titanic(module, request: PredictRequest) -> Prediction:
+class PassengerRows(StreamedInputs):
+    """A Kaggle-format passenger CSV, row by row; every input column comes back plus the survival columns.
+
+    Item: ``(line number, row or DataError)`` (see ``datamodules.base.iter_csv_rows``); input: a ``Passenger``.
+    """
+
+    default_batch_size = 512
+    added_columns = ("survival_probability", "survived_predicted")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        input_columns = csv_header(path, INPUT_COLUMNS)
+        with contextlib.closing(iter_csv_rows(path, INPUT_COLUMNS)) as rows:
+            if next(rows, None) is None:
+                raise DataError(path, "file has a header but no data rows")
+        shown = [column for column in ("PassengerId", "Name") if column in input_columns]
+        self.columns = [*shown, *self.added_columns]
+        self.all_columns = [*input_columns, *self.added_columns]
+
+    def items(self) -> Iterator[CsvRow]:
+        return iter_csv_rows(self.path, INPUT_COLUMNS)
+
+    def prepare(self, item: CsvRow) -> tuple[Passenger, dict[str, Any]]:
+        line, row = item
+        if isinstance(row, DataError):
+            raise row
+        return parse_passenger(self.path, line, row, with_label=False), row
+
+    def record(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **fields,
+            "survival_probability": score["probabilities"]["survived"],
+            "survived_predicted": score["class_id"],
+        }
+
+
+def predict_titanic(module: TaskModule, request: PredictRequest) -> PassengerRows:
     """Score a Kaggle-format passenger CSV; every input column comes back plus the survival columns."""
-    path = _single_input_file(request, "passenger CSV file")
-    rows = read_csv_rows(path, INPUT_COLUMNS)
-    passengers = [parse_passenger(path, line, row, with_label=False) for line, row in rows]
-    scores = module.predict_raw(passengers)
-    records = [
-        {**row, "survival_probability": score["probabilities"]["survived"], "survived_predicted": score["class_id"]}
-        for (_, row), score in zip(rows, scores, strict=True)
-    ]
-    input_columns = list(rows[0][1].keys())
-    added = ["survival_probability", "survived_predicted"]
-    shown = [column for column in ("PassengerId", "Name") if column in input_columns]
-    return Prediction(records, [*shown, *added], [*input_columns, *added])
+    return PassengerRows(_single_input_file(request, "passenger CSV file"))
 
 
-def predict_imdb(module, request: PredictRequest) -> Prediction:
+#: A review: ``(None, argument index, text)`` for a positional argument, ``(file, line number, bytes)`` for a line.
+ReviewItem = tuple[Path | None, int, "str | bytes"]
+
+
+class ReviewLines(StreamedInputs):
+    """Review strings given as arguments, then one per line of ``input_file`` (split on ``"\\n"`` only: reviews
+    may hold U+0085). Item: :data:`ReviewItem`; input: the review text."""
+
+    default_batch_size = 512
+    columns = ["review", "label", "probability"]
+    all_columns = ["text", "label", "probability"]
+
+    def __init__(self, texts: Sequence[str], input_file: Path | None) -> None:
+        self.texts = list(texts)
+        self.input_file = input_file
+        if input_file is not None:
+            with contextlib.closing(iter_raw_lines(input_file)) as lines:
+                if next(lines, None) is None:
+                    raise DataError(input_file, "file is empty (expected one review per line)")
+        elif not self.texts:
+            raise UsageError("give review texts as arguments or --input-file FILE (one review per line)")
+
+    def items(self) -> Iterator[ReviewItem]:
+        for number, text in enumerate(self.texts, start=1):
+            yield None, number, text
+        if self.input_file is not None:
+            for number, raw in iter_raw_lines(self.input_file):
+                yield self.input_file, number, raw
+
+    def prepare(self, item: ReviewItem) -> tuple[str, dict[str, Any]]:
+        path, number, raw = item
+        text = raw if isinstance(raw, str) else decode_line(path or Path("-"), number, raw)
+        return text, {"text": text, "review": text if len(text) <= 60 else text[:57] + "..."}
+
+    def record(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, "label": score["label"], "probability": score["probability"]}
+
+
+def predict_imdb(module: TaskModule, request: PredictRequest) -> ReviewLines:
     """Score review strings given as arguments and/or one per line of ``--input-file``."""
-    from_file = []
-    if request.input_file is not None:
-        from_file = read_text_lines(request.input_file)  # split on "\n" only: reviews may hold U+0085
-        if not from_file:
-            raise DataError(request.input_file, "file is empty (expected one review per line)")
-    texts = [*request.inputs, *from_file]
-    if not texts:
-        raise UsageError("give review texts as arguments or --input-file FILE (one review per line)")
-    records = [
-        {"text": text, "label": score["label"], "probability": score["probability"]}
-        for text, score in zip(texts, module.predict_raw(texts), strict=True)
-    ]
-    for record in records:
-        record["review"] = record["text"] if len(record["text"]) <= 60 else record["text"][:57] + "..."
-    return Prediction(records, ["review", "label", "probability"], ["text", "label", "probability"])
+    return ReviewLines(request.inputs, request.input_file)
 
 
 #: File endings taken as images when a folder is given to the cifar2 predictor.
@@ -109,18 +166,41 @@ def _image_files(request: PredictRequest) -> list[Path]:
     return files
 
 
-def predict_cifar2(module, request: PredictRequest) -> Prediction:
+class ImageFiles(StreamedInputs):
+    """Image files, decoded a chunk at a time at the model's image size. Item: a path; input: ``uint8[3, S, S]``."""
+
+    default_batch_size = 256
+    columns = all_columns = ["path", "label", "probability"]
+
+    def __init__(self, files: list[Path], image_size: int) -> None:
+        self.files = files
+        self.image_size = image_size
+
+    def items(self) -> Iterator[Path]:
+        return iter(self.files)
+
+    def prepare(self, item: Path) -> tuple[torch.Tensor, dict[str, Any]]:
+        return read_image(item, self.image_size), {"path": str(item)}
+
+    def collate(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The chunk's images as one ``uint8[N, 3, S, S]`` tensor."""
+        if not inputs:
+            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8)
+        return torch.stack(inputs)
+
+    def record(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, "label": score["label"], "probability": score["probability"]}
+
+
+def predict_cifar2(module: TaskModule, request: PredictRequest) -> ImageFiles:
     """Classify image files, or every image under the folders given."""
     files = _image_files(request)
-    records = [
-        {"path": str(path), "label": score["label"], "probability": score["probability"]}
-        for path, score in zip(files, module.predict_raw(files), strict=True)
-    ]
-    columns = ["path", "label", "probability"]
-    return Prediction(records, columns, columns)
+    if "image_size" not in module.preprocessing:
+        raise UsageError("this checkpoint has no preprocessing state 'image_size'; train it with Cifar2DataModule")
+    return ImageFiles(files, int(module.preprocessing["image_size"]))
 
 
-def predict_covid19(module, request: PredictRequest) -> Prediction:
+def predict_covid19(module: Any, request: PredictRequest) -> Prediction:
     """Forecast ``days`` days past the end of the stored series, with an interval per day; plot history and forecast.
 
     Per series ``<column>_new`` (the day's forecast), ``<column>_low`` / ``<column>_high`` (the interval,

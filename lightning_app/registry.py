@@ -23,6 +23,7 @@ from lightning_app.predictors import (
     predict_imdb,
     predict_titanic,
 )
+from lightning_app.raw_inputs import StreamedInputs
 from lightning_app.review import ConfusionMatrixFigure, ImagePredictionGrid, PRCurve, ReviewTable
 from lightning_app.search_space import Choice, FloatRange, IntRange, Param
 
@@ -60,8 +61,9 @@ class Task:
     datamodule: type[TaskDataModule]
     module: type[TaskModule]
     variants: dict[str, Variant]
-    #: Scores raw inputs with a trained module for ``python -m lightning_app.predict``.
-    predictor: Callable[[TaskModule, PredictRequest], Prediction]
+    #: Reads the raw inputs of ``python -m lightning_app.predict`` for a trained module: a whole
+    #: :class:`Prediction`, or :class:`StreamedInputs` that ``lightning_app.streaming`` scores chunk by chunk.
+    predictor: Callable[[TaskModule, PredictRequest], Prediction | StreamedInputs]
     #: Builds the review callbacks (TensorBoard figures, tables) ``fit`` attaches to the Trainer.
     review_callbacks: Callable[[], list[pl.Callback]] = list
     default_variant: str = "default"

@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
+from lightning_app.raw_inputs import RawChunk
+
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
 
@@ -188,9 +190,17 @@ class TaskModule(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step("test", batch)
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | list[dict[str, Any]]:
+        """Predictions for an encoded batch (``inputs`` or ``(inputs, ...)``: :meth:`predict_encoded`), or the
+        :meth:`predict_raw` records of a :class:`~lightning_app.raw_inputs.RawChunk` of raw inputs."""
+        if isinstance(batch, RawChunk):
+            return self.predict_raw(batch.inputs) if len(batch) else []
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.predict_encoded(inputs)
+
+    def predict_raw(self, raw_inputs: Any) -> list[dict[str, Any]]:
+        """Score raw inputs (task-specific: texts, image files, passengers): one record per input."""
+        raise NotImplementedError(f"{type(self).__name__} does not score raw inputs")
 
     @torch.no_grad()
     def predict_encoded(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,85 @@
+"""Raw inputs read lazily and scored in chunks: what the streaming predictors return (see ``predictors``).
+
+A :class:`StreamedInputs` lists a task's raw items cheaply (CSV rows, text lines, image paths) and says how to
+turn one into the input of the module's ``predict_raw`` (parse, decode, load) and a scored item into an output
+record. ``lightning_app.streaming`` cuts the items into :class:`RawChunk` s and scores them with ``Trainer.predict``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from datamodules.errors import DataError
+
+
+class RawChunk:
+    """One chunk of raw inputs: the batch ``TaskModule.predict_step`` scores with ``predict_raw``.
+
+    ``index`` is the chunk's place in the whole input (0, 1, ...; the same whatever the number of processes);
+    ``inputs`` what ``predict_raw`` takes (a list of texts or passengers, or ``uint8[N, 3, S, S]`` images);
+    ``fields`` the input columns of each item's output record, in the same order; ``skipped`` the bad items left
+    out (``--skip-bad-inputs``); ``error`` the bad item that stopped the reading (then nothing else is set).
+    """
+
+    __slots__ = ("error", "fields", "index", "inputs", "skipped")
+
+    def __init__(
+        self,
+        index: int,
+        inputs: Any = (),
+        fields: Sequence[dict[str, Any]] = (),
+        skipped: Sequence[DataError] = (),
+        error: DataError | None = None,
+    ) -> None:
+        self.index = index
+        self.inputs = inputs
+        self.fields = list(fields)
+        self.skipped = list(skipped)
+        self.error = error
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+
+class StreamedInputs(ABC):
+    """A task's raw inputs, read lazily, and how to score and record them chunk by chunk."""
+
+    #: Items per chunk when ``--batch-size`` is not given.
+    default_batch_size: ClassVar[int] = 512
+    #: Columns of the readable table, and of CSV and JSON output.
+    columns: list[str]
+    all_columns: list[str]
+
+    @abstractmethod
+    def items(self) -> Iterator[Any]:
+        """Every raw item, in input order. Cheap (no parsing or decoding): every process reads them all to cut the
+        same chunks. May raise :class:`DataError` when the input cannot be read further."""
+
+    @abstractmethod
+    def prepare(self, item: Any) -> tuple[Any, dict[str, Any]]:
+        """``(input for predict_raw, the record's input columns)`` of one item; :class:`DataError` for a bad item."""
+
+    @abstractmethod
+    def record(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+        """The output record of one item: its input ``fields`` and its ``predict_raw`` ``score``."""
+
+    def collate(self, inputs: list[Any]) -> Any:
+        """The chunk's inputs as ``predict_raw`` takes them (a list, unless a subclass stacks them)."""
+        return inputs
+
+    def prepare_chunk(self, index: int, items: Sequence[Any], skip_bad_inputs: bool) -> RawChunk:
+        """:meth:`prepare` every item of chunk ``index``; a bad item is skipped or stops the chunk (``error``)."""
+        inputs, fields, skipped = [], [], []
+        for item in items:
+            try:
+                prepared, item_fields = self.prepare(item)
+            except DataError as err:
+                if not skip_bad_inputs:
+                    return RawChunk(index, error=err)
+                skipped.append(err)
+                continue
+            inputs.append(prepared)
+            fields.append(item_fields)
+        return RawChunk(index, self.collate(inputs), fields, skipped)
