@@ -8,9 +8,9 @@
 titanic, imdb and cifar2 inputs are read, scored and written --batch-size items at a time (memory does not grow
 with the input), through Lightning's Trainer.predict: --accelerator, --devices, --strategy ddp, --gpus and
 --num-nodes spread the chunks over several processes (then --output is required, on a filesystem every machine
-shares; the file is the one a single process writes). Rows go to stdout, or to --output, written under a temporary name and renamed when complete, so
-a failed or interrupted run leaves no partial file. A progress bar (rows, rows/s) goes to stderr when it is a
-terminal (--progress / --no-progress to force it).
+shares; the file is the one a single process writes). Rows go to stdout, or to --output, written under a
+temporary name and renamed when complete, so a failed or interrupted run leaves no partial file. A progress bar
+(rows, rows/s) goes to stderr when it is a terminal (--progress / --no-progress to force it).
 
 A bad input (a line that is not UTF-8, a CSV row with the wrong number of fields or a bad value, an unreadable
 image) stops the run with an error naming the file and line; with --skip-bad-inputs it is left out instead, with
@@ -32,6 +32,7 @@ from lightning_app.predictors import Prediction, PredictRequest
 from lightning_app.raw_inputs import StreamedInputs
 from lightning_app.registry import TASKS
 from lightning_app.tables import OUTPUT_FORMATS, render_records
+from lightning_app.warning_filters import quiet_trainer_info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +109,7 @@ def predict_streamed(args: argparse.Namespace, loaded: LoadedCheckpoint, inputs:
     from lightning_app.streaming import MULTI_PROCESS_NEEDS_OUTPUT, ChunkWriter, RawChunkDataModule
     from lightning_app.training import FitConfig, build_trainer
 
+    quiet_trainer_info()
     columns = inputs.columns if args.output_format == "table" else inputs.all_columns
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     writer = ChunkWriter(inputs, columns, args.output_format, args.output, progress)

@@ -12,6 +12,7 @@ from lightning_app.inference import load_checkpoint
 from lightning_app.registry import TASKS
 from lightning_app.tables import metrics_table
 from lightning_app.training import FitConfig, build_trainer
+from lightning_app.warning_filters import quiet_trainer_info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
         limit_test_batches=args.limit_test_batches,
         enable_progress_bar=False,
     )
+    quiet_trainer_info()
     trainer = build_trainer(config, logger=False, callbacks=[], log_every_n_steps=50)
     results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
     return {key: float(value) for key, value in results[0].items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 #: (message regex, category, why it is harmless)
@@ -27,3 +28,9 @@ HARMLESS_WARNINGS: list[tuple[str, type[Warning], str]] = [
 def silence_harmless_warnings() -> None:
     for message, category, _why in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def quiet_trainer_info() -> None:
+    """Hide Lightning's set-up lines ("GPU available", "TPU available", product tips) in commands whose output
+    is the point (``test``, ``predict``); its warnings still show."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
