@@ -249,7 +249,13 @@ def fit_rows(count: int, scratch: Path, env: dict, devices: int) -> list[Row]:
 # -- the section -----------------------------------------------------------------
 
 
-def section(rows: Sequence[Row], machine: str) -> str:
+def earlier_rows(output: Path, rerun: Sequence[str]) -> list[str]:
+    """Table rows of the scale section in ``output`` whose *what* does not start with one of ``rerun``."""
+    lines = (SCALE.read(output) or "").splitlines()
+    return [line for line in lines if line.startswith("| ") and not line.startswith(("| what", "| ---", *rerun))]
+
+
+def section(rows: Sequence[str], machine: str) -> str:
     return "\n".join(
         [
             SCALE.start,
@@ -257,11 +263,12 @@ def section(rows: Sequence[Row], machine: str) -> str:
             "",
             f"{machine}. Inputs repeat the bundled data. Peak RSS is polled every 0.2 s over the process tree:",
             "*total* sums the ranks, *largest* is the biggest single process. Rows/s for `fit` counts the",
-            "training reviews (90% of the file) over the training epoch alone.",
+            "training reviews (90% of the file) over the training epoch alone. Rows of parts not rerun come from",
+            "an earlier run.",
             "",
             "| what | inputs | processes | wall s | rows/s | peak RSS total GiB | largest process GiB | note |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
-            *(row.markdown() for row in rows),
+            *rows,
             SCALE.end,
         ]
     )
@@ -287,7 +294,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.reviews, args.images, args.fit_reviews, args.devices = [2_000], [500], [2_000], [1]
-    rows: list[Row] = []
+    rerun = [
+        what
+        for what, sizes in (
+            ("| predict imdb", args.reviews),
+            ("| predict cifar2", args.images),
+            ("| fit imdb", args.fit_reviews),
+        )
+        if sizes
+    ]
+    rows = earlier_rows(args.output, rerun)
+
+    def add(row: Row) -> None:  # the section is rewritten after every row, so a long run keeps what it measured
+        rows.append(row.markdown())
+        print(rows[-1], flush=True)
+        SCALE.write(section(rows, machine()), args.output)
+
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch_name:
         scratch = Path(scratch_name)
         env = child_env(scratch / "cache")
@@ -296,22 +318,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             for count in args.reviews:
                 reviews = write_review_file(scratch / "reviews.txt", count)
                 for devices in args.devices:
-                    rows.append(predict_row("imdb", ckpt, ["--input-file", str(reviews)], count, devices, scratch, env))
-                    print(rows[-1].markdown(), flush=True)
+                    add(predict_row("imdb", ckpt, ["--input-file", str(reviews)], count, devices, scratch, env))
                 reviews.unlink()
         if args.images:
             ckpt = train_checkpoint("cifar2", scratch, env)
             for count in args.images:
                 folder = write_image_folder(scratch / "images", count, scratch / "cache")
                 for devices in args.devices:
-                    rows.append(predict_row("cifar2", ckpt, [str(folder)], count, devices, scratch, env))
-                    print(rows[-1].markdown(), flush=True)
+                    add(predict_row("cifar2", ckpt, [str(folder)], count, devices, scratch, env))
                 shutil.rmtree(folder)
         for count in args.fit_reviews:
             for row in fit_rows(count, scratch, env, devices=1):
-                rows.append(row)
-                print(row.markdown(), flush=True)
-    SCALE.write(section(rows, machine()), args.output)
+                add(row)
     print(f"wrote {args.output}")
 
 
