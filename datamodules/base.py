@@ -54,6 +54,10 @@ class BatchGathering(Dataset):
         """This dataset with its tensors copied to ``device``."""
         raise NotImplementedError
 
+    def all_rows(self) -> tuple[torch.Tensor, ...]:
+        """Every row as one batch, in memory (for small sets, tests and plain loops)."""
+        return self.rows(0, len(self))
+
     def __getitem__(self, row: int) -> tuple[torch.Tensor, ...]:
         return tuple(tensor[0] for tensor in self.gather(torch.tensor([row], device=self.device)))
 
@@ -150,10 +154,6 @@ class PaddedRaggedRows(BatchGathering):
     def to(self, device: torch.device) -> PaddedRaggedRows:
         moved = (tensor.to(device) for tensor in (self.values, self.offsets, self.labels_by_stored_row, self.order))
         return PaddedRaggedRows(*moved, width=self.width, pad_side=self.pad_side, pad_value=self.pad_value)
-
-    def padded_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every row padded, ``(values [N, width], labels int64[N])``, in memory: for small sets and tests."""
-        return self.rows(0, len(self))
 
 
 def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -119,9 +119,10 @@ class _ArrayFile:
         self.handle = path.open("wb")
 
     def write(self, array: np.ndarray) -> None:
-        data = memoryview(array.reshape(-1)).cast("B")
-        self.handle.write(data)
-        self.digest.update(data)
+        if array.size:
+            data = memoryview(array.reshape(-1)).cast("B")
+            self.handle.write(data)
+            self.digest.update(data)
         self.rows += array.shape[0]
 
     def finish(self) -> dict[str, Any]:
