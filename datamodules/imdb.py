@@ -3,13 +3,17 @@
 Preprocessing is a set of pure functions, so the same code prepares the
 training data and scores raw strings from a checkpoint:
 
-* :func:`read_labeled_texts` parses a TSV file with ``label`` and ``text`` columns;
+* :func:`iter_labeled_rows` streams a TSV file with ``label`` and ``text`` columns
+  (:func:`read_labeled_texts` reads it whole);
 * :data:`TOKENIZERS` maps a tokenizer name to a function ``str -> list[str]``
   (:func:`tutorial_tokenize` is the tutorial's, :func:`words_tokenize` the default);
 * :func:`build_vocabulary` keeps the most frequent training tokens behind the
   reserved ids :data:`PAD_ID` (0, ``<pad>``) and :data:`UNK_ID` (1, ``<unk>``);
 * :func:`encode` maps tokens to a fixed-length id list (truncation and padding side configurable);
 * :func:`encode_texts` runs the whole chain with a ``preprocessing_state`` dict.
+
+The DataModule's cache is built in streamed chunks by the same functions (see
+:class:`ProvisionalTokenIds`), and its batches equal :func:`encode_texts`'s.
 """
 
 from __future__ import annotations
@@ -330,7 +334,7 @@ def tokenise_rows_to_file(
     counted in ``provisional``. Returns ``int64[rows + 1]`` offsets: row ``r``'s ids are
     ``scratch[offsets[r]:offsets[r + 1]]``.
     """
-    lengths: list[int] = []
+    lengths = array.array("q")  # 8 bytes per review
     with scratch.open("wb") as handle:
         rows = iter(rows)
         while chunk := list(itertools.islice(rows, BUILD_CHUNK_ROWS)):
@@ -347,7 +351,7 @@ def tokenise_rows_to_file(
             if counted:
                 provisional.count(np.array(counted, dtype=np.int64))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    np.cumsum(np.frombuffer(lengths, dtype=np.int64), out=offsets[1:])
     return offsets
 
 
@@ -386,16 +390,22 @@ class IMDBDataModule(TaskDataModule):
     Token ids are cached in ``cache_dir`` under a key made of the source files'
     SHA-256 and every setting that changes them, so a second run skips reading
     and tokenising; :attr:`cache_reused` tells whether the last ``setup`` did.
+    The cache is built by streaming the files in chunks (memory does not grow with
+    the corpus beyond its distinct tokens and a few numbers per review) and holds
+    each review's ids unpadded (already truncated to ``max_len``); ``setup``
+    memory-maps it, so only the reviews a batch needs are read from disk.
 
     A batch is ``(token_ids, label)``: ``int32[B, max_len]`` ids
-    (:data:`PAD_ID` = 0 padding, :data:`UNK_ID` = 1 unknown) and ``int64[B]`` class ids.
-    Batches are sliced from in-memory tensors (no per-sample collation).
+    (:data:`PAD_ID` = 0 padding, :data:`UNK_ID` = 1 unknown) and ``int64[B]`` class ids,
+    exactly as :func:`encode_texts` would give. Each batch is gathered and padded
+    with a few tensor operations (:class:`datamodules.base.PaddedRaggedRows`; no
+    per-sample collation).
 
     Args:
         data_dir: folder with ``train.tsv``/``test.tsv`` (or ``.tsv.gz``); default: bundled aclImdb.
-        cache_dir: where token tensors are cached; default ``datamodules.cache.default_cache_dir()``.
+        cache_dir: where token ids are cached; default ``datamodules.cache.default_cache_dir()``.
         batch_size: reviews per batch.
-        num_workers: DataLoader workers; the tensors are in memory, so 0 is fastest.
+        num_workers: DataLoader workers; batches are a few tensor operations, so 0 is fastest.
         seed: seed of the train/validation split and of the test order.
         val_fraction: share of ``train.tsv`` held out for validation.
         vocab_size: vocabulary size including ``<pad>`` and ``<unk>``.
@@ -482,6 +492,7 @@ class IMDBDataModule(TaskDataModule):
 
         tokenize, provisional = get_tokenizer(hp.tokenizer), ProvisionalTokenIds()
         example_rows = val_idx[: hp.num_examples].tolist()
+        wanted_examples = set(example_rows)
         example_texts: dict[int, str] = {}
 
         def train_rows() -> Iterator[tuple[int, str]]:
@@ -490,7 +501,6 @@ class IMDBDataModule(TaskDataModule):
                     example_texts[row] = text
                 yield row, text
 
-        wanted_examples = set(example_rows)
         train_scratch, test_scratch = writer.scratch_path("train-ids"), writer.scratch_path("test-ids")
         train_offsets = tokenise_rows_to_file(
             train_rows(), tokenize, provisional, is_train_row, hp.max_len, hp.truncate, train_scratch
