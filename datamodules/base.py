@@ -50,8 +50,12 @@ class BatchGathering(Dataset):
         """The batch of rows ``start`` to ``stop`` (exclusive), in order."""
         return self.gather(torch.arange(start, min(stop, len(self)), device=self.device))
 
-    def to(self, device: torch.device) -> BatchGathering:
-        """This dataset with its tensors copied to ``device``."""
+    def to(self, device: torch.device, copies: dict[int, torch.Tensor] | None = None) -> BatchGathering:
+        """This dataset with its tensors copied to ``device``.
+
+        ``copies`` (tensor id -> copy) lets datasets that share a tensor (a train and a
+        validation split of one file) share its copy too; see :func:`copied_to`.
+        """
         raise NotImplementedError
 
     def all_rows(self) -> tuple[torch.Tensor, ...]:
@@ -82,8 +86,8 @@ class BatchIndexedTensors(TensorDataset, BatchGathering):
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
         return tuple(tensor[start:stop] for tensor in self.tensors)  # views, no copy
 
-    def to(self, device: torch.device) -> BatchIndexedTensors:
-        return type(self)(*(tensor.to(device) for tensor in self.tensors))
+    def to(self, device: torch.device, copies: dict[int, torch.Tensor] | None = None) -> BatchIndexedTensors:
+        return type(self)(*(copied_to(tensor, device, copies) for tensor in self.tensors))
 
 
 class PaddedRaggedRows(BatchGathering):
@@ -151,9 +155,19 @@ class PaddedRaggedRows(BatchGathering):
             padded = torch.where(is_value, self.values[source], self.pad_value)
         return padded.to(self.values.dtype), self.labels_by_stored_row.index_select(0, stored)
 
-    def to(self, device: torch.device) -> PaddedRaggedRows:
-        moved = (tensor.to(device) for tensor in (self.values, self.offsets, self.labels_by_stored_row, self.order))
+    def to(self, device: torch.device, copies: dict[int, torch.Tensor] | None = None) -> PaddedRaggedRows:
+        tensors = (self.values, self.offsets, self.labels_by_stored_row, self.order)
+        moved = (copied_to(tensor, device, copies) for tensor in tensors)
         return PaddedRaggedRows(*moved, width=self.width, pad_side=self.pad_side, pad_value=self.pad_value)
+
+
+def copied_to(tensor: torch.Tensor, device: torch.device, copies: dict[int, torch.Tensor] | None) -> torch.Tensor:
+    """``tensor.to(device)``, made once per tensor when ``copies`` (tensor id -> copy) is given."""
+    if copies is None:
+        return tensor.to(device)
+    if id(tensor) not in copies:
+        copies[id(tensor)] = tensor.to(device)
+    return copies[id(tensor)]
 
 
 def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -240,6 +254,8 @@ class TaskDataModule(pl.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self._device_copies: dict[tuple[int, str], BatchGathering] = {}
+        #: Tensor copies on each device, by tensor id: datasets sharing a tensor share its copy.
+        self._tensor_copies: dict[str, dict[int, torch.Tensor]] = {}
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader | TensorBatchLoader:
         if dataset is None:
@@ -265,7 +281,9 @@ class TaskDataModule(pl.LightningDataModule):
         device = self.trainer.strategy.root_device
         key = (id(dataset), str(device))
         if key not in self._device_copies:
-            self._device_copies[key] = dataset.to(device) if fits_on_device(dataset.nbytes, device) else dataset
+            copies = self._tensor_copies.setdefault(str(device), {})
+            fits = fits_on_device(dataset.nbytes, device)
+            self._device_copies[key] = dataset.to(device, copies) if fits else dataset
         return self._device_copies[key]
 
     def train_dataloader(self) -> DataLoader | TensorBatchLoader:

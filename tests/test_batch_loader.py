@@ -133,10 +133,13 @@ def test_ragged_dataset_is_copied_to_the_device_whole(monkeypatch: pytest.Monkey
     dm = TitanicDataModule(batch_size=4)
     dm.train_set = dataset
     _attach(dm, "meta")
-    monkeypatch.setattr(datamodules.base, "fits_on_device", lambda nbytes, device: nbytes == dataset.nbytes)
+    monkeypatch.setattr(datamodules.base, "fits_on_device", lambda nbytes, device: True)
     on_device = dm.train_dataloader().dataset
     assert isinstance(on_device, PaddedRaggedRows) and on_device is not dataset
     tensors = (on_device.values, on_device.offsets, on_device.labels_by_stored_row, on_device.order)
     assert all(tensor.device.type == "meta" for tensor in tensors)
     padded, labels = next(iter(dm.train_dataloader()))  # gathered on the device: no copy per batch
     assert padded.device.type == labels.device.type == "meta" and padded.shape == (4, 5)
+    other_split = PaddedRaggedRows(dataset.values, dataset.offsets, dataset.labels_by_stored_row, dataset.order[:3], 5)
+    dm.val_set = other_split
+    assert dm.val_dataloader().dataset.values is on_device.values  # one copy of the values both splits share
