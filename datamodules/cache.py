@@ -272,6 +272,16 @@ def _publish(staging: Path, path: Path) -> None:
     os.replace(staging, path)
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete what a killed builder of ``path`` left beside it (its temporary or retired folders).
+
+    Only called under the entry's lock: no other builder of ``path`` is running.
+    """
+    for kind in ("tmp", "old"):
+        for leftover in path.parent.glob(f".{path.name}.{kind}-*"):
+            _remove(leftover)
+
+
 def write_arrays(path: str | Path, key: dict[str, Any], build: Callable[[CacheWriter], None]) -> None:
     """Run ``build(writer)`` into a temporary folder beside ``path``, then rename it to ``path`` (replacing it)."""
     path = Path(path)
@@ -303,6 +313,7 @@ def cached_arrays(
         arrays = load_arrays(path, key)
         if arrays is not None:
             return arrays, True
+        _remove_stale_temporaries(path)
         write_arrays(path, key, build)
         arrays = load_arrays(path, key)
         if arrays is None:

@@ -97,6 +97,14 @@ def test_a_failed_build_leaves_nothing_and_keeps_no_lock(tmp_path):
     assert cached_arrays(tmp_path / "e", {}, lambda writer: writer.put("x", torch.arange(2)))[0]["x"].tolist() == [0, 1]
 
 
+def test_a_killed_builders_temporary_folder_is_removed_by_the_next_build(tmp_path):
+    leftover = tmp_path / ".e.tmp-0123456789ab"  # what a builder killed by a signal leaves
+    leftover.mkdir()
+    (leftover / "x.bin").write_bytes(b"partial")
+    cached_arrays(tmp_path / "e", {}, lambda writer: writer.put("x", torch.arange(2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "e.lock"]
+
+
 def test_arrays_are_appended_chunk_by_chunk_and_loaded_memory_mapped(tmp_path):
     path = tmp_path / "streamed"
 
