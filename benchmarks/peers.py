@@ -92,8 +92,8 @@ def project_default(task: str, seeds: Sequence[int]) -> Row:
 def _all_training_data(task: str) -> tuple[object, TaskModule, tuple[torch.Tensor, ...]]:
     config = FitConfig(task=task, model="tutorial", seed=0)
     datamodule, module = build_datamodule_and_module(config)
-    train = datamodule.train_set.tensors
-    val = datamodule.val_set.tensors
+    train = datamodule.train_set.all_rows()
+    val = datamodule.val_set.all_rows()
     return datamodule, module, tuple(torch.cat([a, b]) for a, b in zip(train, val, strict=True))
 
 
@@ -117,7 +117,7 @@ def tutorial_recipe(task: str, seed: int = 0) -> Row:
             optimizer.step()
     seconds = time.perf_counter() - started
     datamodule.setup("test")
-    inputs, target = datamodule.on_after_batch_transfer(list(datamodule.test_set.tensors), 0)
+    inputs, target = datamodule.on_after_batch_transfer(list(datamodule.test_set.all_rows()), 0)
     preds = torch.cat([module.predict_encoded(chunk) for chunk in inputs.split(512)])
     if task == "covid19":
         value = float((preds - target).abs().mean())

@@ -43,8 +43,8 @@ OnBadImage = Literal["error", "skip"]
 PACKAGED_ARCHIVE = PACKAGED_DATA_DIR / "cifar2.tar.gz"
 #: Folder inside the archive that holds ``train/`` and ``test/``.
 ARCHIVE_ROOT = "cifar2"
-#: Bumped when the decoded cache format changes, so old caches are rebuilt.
-CACHE_FORMAT = 1
+#: Bumped when the decoded cache format changes, so old caches are rebuilt (2: memory-mapped array folder).
+CACHE_FORMAT = 2
 SPLIT_FOLDERS = ("train", "test")
 
 
@@ -248,11 +248,13 @@ class Cifar2DataModule(TaskDataModule):
     training when ``augment``. Labels index :attr:`class_names` (sorted folder names).
 
     Decoding happens once: the decoded tensors are cached in ``cache_dir``
-    (default ``datamodules.cache.default_cache_dir()``) under a file named after
-    the source folder, keyed by every source file's path, class, size and
-    modification time (see :func:`source_fingerprint`) and the image size, so
-    the cache is rebuilt when files are added, removed, renamed or rewritten.
-    The cache is written atomically and verified by SHA-256 when loaded.
+    (default ``datamodules.cache.default_cache_dir()``) in a folder named after
+    the source folder (raw arrays, memory-mapped when loaded; see :mod:`datamodules.cache`),
+    keyed by every source file's path, class, size and modification time (see
+    :func:`source_fingerprint`) and the image size, so the cache is rebuilt when
+    files are added, removed, renamed or rewritten.
+    The cache is written atomically and verified by SHA-256 when loaded. The test
+    images stay memory-mapped; the train and validation parts are gathered from it.
 
     A file that is not a readable image fails ``setup`` with a :class:`DataError`
     naming it, or with ``on_bad_image="skip"`` is skipped with a warning naming
@@ -332,7 +334,7 @@ class Cifar2DataModule(TaskDataModule):
             **{split: source_fingerprint(files[split], root) for split in SPLIT_FOLDERS},
         }
         root_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-        self.cache_path = self.cache_dir / f"imagefolder-{root.resolve().name}-{root_id}.pt"
+        self.cache_path = self.cache_dir / f"imagefolder-{root.resolve().name}-{root_id}"
 
         def build() -> dict[str, torch.Tensor]:
             tensors = {}

@@ -3,30 +3,37 @@
 Preprocessing is a set of pure functions, so the same code prepares the
 training data and scores raw strings from a checkpoint:
 
-* :func:`read_labeled_texts` parses a TSV file with ``label`` and ``text`` columns;
+* :func:`iter_labeled_rows` streams a TSV file with ``label`` and ``text`` columns
+  (:func:`read_labeled_texts` reads it whole);
 * :data:`TOKENIZERS` maps a tokenizer name to a function ``str -> list[str]``
   (:func:`tutorial_tokenize` is the tutorial's, :func:`words_tokenize` the default);
 * :func:`build_vocabulary` keeps the most frequent training tokens behind the
   reserved ids :data:`PAD_ID` (0, ``<pad>``) and :data:`UNK_ID` (1, ``<unk>``);
 * :func:`encode` maps tokens to a fixed-length id list (truncation and padding side configurable);
 * :func:`encode_texts` runs the whole chain with a ``preprocessing_state`` dict.
+
+The DataModule's cache is built in streamed chunks by the same functions (see
+:class:`ProvisionalTokenIds`), and its batches equal :func:`encode_texts`'s.
 """
 
 from __future__ import annotations
 
+import array
 import gzip
+import itertools
 import logging
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
-from datamodules.base import BatchIndexedTensors, TaskDataModule, train_val_split
-from datamodules.cache import cached_tensors, default_cache_dir, file_digest, key_digest
+from datamodules.base import PaddedRaggedRows, TaskDataModule, train_val_split
+from datamodules.cache import CacheWriter, cached_arrays, default_cache_dir, file_digest, key_digest
 from datamodules.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -40,8 +47,8 @@ PAD_ID, UNK_ID = 0, 1
 RESERVED_TOKENS = (PAD_TOKEN, UNK_TOKEN)
 
 LABEL_COLUMN, TEXT_COLUMN = "label", "text"
-#: Bump when the cached tensors' layout or the tokenizers change.
-CACHE_FORMAT = 2
+#: Bump when the cached arrays' layout or the tokenizers change (3: unpadded ids, streamed build).
+CACHE_FORMAT = 3
 
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -87,9 +94,16 @@ def build_vocabulary(token_lists: Iterable[Sequence[str]], max_size: int, min_fr
     counts: Counter[str] = Counter()
     for tokens in token_lists:
         counts.update(tokens)
-    for token in RESERVED_TOKENS:
-        counts.pop(token, None)
-    ranked = sorted((item for item in counts.items() if item[1] >= min_freq), key=lambda item: (-item[1], item[0]))
+    return vocabulary_from_counts(counts, max_size, min_freq)
+
+
+def vocabulary_from_counts(counts: Mapping[str, int], max_size: int, min_freq: int = 1) -> list[str]:
+    """:func:`build_vocabulary` from token counts already made (tokens counted 0 times are never kept)."""
+    if max_size < len(RESERVED_TOKENS):
+        raise ValueError(f"max_size must be at least {len(RESERVED_TOKENS)}, got {max_size}")
+    threshold = max(min_freq, 1)
+    kept = ((token, count) for token, count in counts.items() if count >= threshold and token not in RESERVED_TOKENS)
+    ranked = sorted(kept, key=lambda item: (-item[1], item[0]))
     return [*RESERVED_TOKENS, *(token for token, _ in ranked[: max_size - len(RESERVED_TOKENS)])]
 
 
@@ -169,38 +183,48 @@ def read_text_lines(path: Path) -> list[str]:
     return [text for _, text in iter_text_lines(path)]
 
 
-def read_labeled_texts(path: str | Path) -> tuple[list[str], list[str], list[int]]:
-    """Parse a tab-separated file with a header naming ``label`` and ``text`` (other columns are ignored).
+def iter_labeled_rows(path: str | Path) -> Iterator[tuple[int, str, str]]:
+    """``(line number, raw label, text)`` of each data row of a tab-separated file, streamed.
 
-    Fields are not quoted (a review may start with ``"``). Returns raw label
-    strings, texts and the 1-based line number of each row. Raises
-    :class:`DataError` naming the file and line for undecodable bytes, a missing
-    column, a row with the wrong number of fields or an empty label.
+    The header names ``label`` and ``text`` columns (other columns are ignored);
+    fields are not quoted (a review may start with ``"``); empty lines are skipped.
+    Raises :class:`DataError` naming the file and line for undecodable bytes, a
+    missing column, a row with the wrong number of fields, an empty label, or a
+    file without a header or without data rows.
     """
     path = Path(path)
-    lines = read_text_lines(path)
-    if not lines:
+    lines = iter_raw_lines(path)
+    first = next(lines, None)
+    if first is None:
         raise DataError(path, "file is empty (expected a header row with 'label' and 'text' columns)")
-    header = [name.strip() for name in lines[0].split("\t")]
+    header = [name.strip() for name in decode_line(path, *first).split("\t")]
     missing = [column for column in (LABEL_COLUMN, TEXT_COLUMN) if column not in header]
     if missing:
         raise DataError(path, f"missing column(s) {missing}; tab-separated header has {header}", line=1)
     label_at, text_at = header.index(LABEL_COLUMN), header.index(TEXT_COLUMN)
-    labels, texts, numbers = [], [], []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line:
+    found_rows = False
+    for number, raw in lines:
+        if not raw:
             continue
-        fields = line.split("\t")
+        fields = decode_line(path, number, raw).split("\t")
         if len(fields) != len(header):
             raise DataError(path, f"expected {len(header)} tab-separated fields, found {len(fields)}", line=number)
         label = fields[label_at].strip()
         if not label:
             raise DataError(path, f"column '{LABEL_COLUMN}' is empty", line=number)
-        labels.append(label)
-        texts.append(fields[text_at])
-        numbers.append(number)
-    if not labels:
+        found_rows = True
+        yield number, label, fields[text_at]
+    if not found_rows:
         raise DataError(path, "file has a header but no data rows")
+
+
+def read_labeled_texts(path: str | Path) -> tuple[list[str], list[str], list[int]]:
+    """Every row of :func:`iter_labeled_rows` in memory: ``(raw labels, texts, 1-based line numbers)``."""
+    labels, texts, numbers = [], [], []
+    for number, label, text in iter_labeled_rows(path):
+        labels.append(label)
+        texts.append(text)
+        numbers.append(number)
     return labels, texts, numbers
 
 
@@ -225,11 +249,11 @@ def encode_labels(path: Path, labels: Sequence[str], numbers: Sequence[int], val
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _strings_to_tensors(strings: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pack strings into ``uint8`` UTF-8 bytes and ``int64`` lengths, so they fit a tensor cache."""
+def _strings_to_arrays(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Pack strings into ``uint8`` UTF-8 bytes and ``int64`` lengths, so they fit an array cache."""
     encoded = [text.encode("utf-8") for text in strings]
-    data = torch.tensor(list(b"".join(encoded)), dtype=torch.uint8)
-    return data, torch.tensor([len(item) for item in encoded], dtype=torch.long)
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return data, np.array([len(item) for item in encoded], dtype=np.int64)
 
 
 def _tensors_to_strings(data: torch.Tensor, lengths: torch.Tensor) -> list[str]:
@@ -239,6 +263,115 @@ def _tensors_to_strings(data: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         strings.append(raw[start : start + length].decode("utf-8"))
         start += length
     return strings
+
+
+# -- the streamed cache build -----------------------------------------------------
+
+#: Reviews tokenised per chunk of the streamed build: memory holds one chunk's tokens at a time.
+BUILD_CHUNK_ROWS = 2048
+#: Token ids per chunk of the pass mapping provisional ids to vocabulary ids.
+REMAP_CHUNK_IDS = 1 << 22
+
+
+class ProvisionalTokenIds:
+    """Token -> provisional id (in order of first appearance) and the train count of each provisional id.
+
+    Lets a streamed build tokenise every review once: provisional ids go to disk while
+    the file is read, and once the vocabulary is known (it needs every train count)
+    :meth:`final_id_lookup` maps them to vocabulary ids in a vectorised pass. Memory
+    holds one entry per distinct token, whatever the corpus size.
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        #: ``int64[number of provisional ids]``: occurrences counted by :meth:`count`.
+        self.counts = np.zeros(0, dtype=np.int64)
+
+    def lookup(self, tokens: Iterable[str]) -> list[int]:
+        """The tokens' provisional ids, giving each token not seen before the next free id."""
+        ids = self.ids
+        return [ids.setdefault(token, len(ids)) for token in tokens]
+
+    def count(self, provisional_ids: np.ndarray) -> None:
+        """Count each occurrence of ``provisional_ids`` (the tokens of train rows)."""
+        if len(self.counts) < len(self.ids):
+            self.counts = np.concatenate([self.counts, np.zeros(len(self.ids) - len(self.counts), dtype=np.int64)])
+        self.counts += np.bincount(provisional_ids, minlength=len(self.counts))
+
+    def vocabulary(self, max_size: int, min_freq: int) -> list[str]:
+        """:func:`build_vocabulary`'s result for the counted tokens."""
+        tokens = list(self.ids)
+        counts = {tokens[i]: int(self.counts[i]) for i in np.flatnonzero(self.counts).tolist()}
+        return vocabulary_from_counts(counts, max_size, min_freq)
+
+    def final_id_lookup(self, vocabulary: Sequence[str]) -> np.ndarray:
+        """``int32[number of provisional ids]``: the vocabulary id of each provisional id (:data:`UNK_ID` if absent)."""
+        lookup = np.full(len(self.ids), UNK_ID, dtype=np.int32)
+        for final_id in range(len(RESERVED_TOKENS), len(vocabulary)):
+            lookup[self.ids[vocabulary[final_id]]] = final_id
+        return lookup
+
+
+def truncated(ids: list[int], max_len: int, side: Side) -> list[int]:
+    """At most ``max_len`` of ``ids``: the first (``side="right"``) or the last ones (``"left"``), as :func:`encode`."""
+    if len(ids) <= max_len:
+        return ids
+    return ids[-max_len:] if side == "left" else ids[:max_len]
+
+
+def tokenise_rows_to_file(
+    rows: Iterable[tuple[int, str]],
+    tokenize: Callable[[str], list[str]],
+    provisional: ProvisionalTokenIds,
+    counted_rows: np.ndarray | None,
+    max_len: int,
+    truncate: Side,
+    scratch: Path,
+) -> np.ndarray:
+    """Tokenise ``(row index, text)`` pairs by chunks, appending each row's truncated provisional ids to ``scratch``.
+
+    Rows whose ``counted_rows[row]`` is true have all their tokens (before truncation)
+    counted in ``provisional``. Returns ``int64[rows + 1]`` offsets: row ``r``'s ids are
+    ``scratch[offsets[r]:offsets[r + 1]]``.
+    """
+    lengths = array.array("q")  # 8 bytes per review
+    with scratch.open("wb") as handle:
+        rows = iter(rows)
+        while chunk := list(itertools.islice(rows, BUILD_CHUNK_ROWS)):
+            stored: list[int] = []
+            counted: list[int] = []
+            for row, text in chunk:
+                ids = provisional.lookup(tokenize(text))
+                if counted_rows is not None and counted_rows[row]:
+                    counted.extend(ids)
+                kept = truncated(ids, max_len, truncate)
+                lengths.append(len(kept))
+                stored.extend(kept)
+            np.array(stored, dtype=np.int32).tofile(handle)
+            if counted:
+                provisional.count(np.array(counted, dtype=np.int64))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.frombuffer(lengths, dtype=np.int64), out=offsets[1:])
+    return offsets
+
+
+def append_final_ids(writer: CacheWriter, name: str, scratch: Path, lookup: np.ndarray) -> None:
+    """Append the vocabulary ids of the provisional ids in ``scratch`` to cached array ``name``, chunk by chunk."""
+    writer.append(name, np.zeros(0, dtype=np.int32))  # the array exists even when every review is empty
+    with scratch.open("rb") as handle:
+        while (chunk := np.fromfile(handle, dtype=np.int32, count=REMAP_CHUNK_IDS)).size:
+            writer.append(name, lookup[chunk])
+    scratch.unlink()
+
+
+def scan_labels(path: Path) -> tuple[list[str], np.ndarray]:
+    """Check every row of a labeled TSV (without tokenising): ``(distinct labels in order seen, int64[rows] codes)``.
+
+    Row ``r``'s label is ``distinct[codes[r]]``.
+    """
+    code_of: dict[str, int] = {}
+    codes = array.array("q", (code_of.setdefault(label, len(code_of)) for _, label, _ in iter_labeled_rows(path)))
+    return list(code_of), np.frombuffer(codes, dtype=np.int64).copy()
 
 
 class IMDBDataModule(TaskDataModule):
@@ -257,16 +390,22 @@ class IMDBDataModule(TaskDataModule):
     Token ids are cached in ``cache_dir`` under a key made of the source files'
     SHA-256 and every setting that changes them, so a second run skips reading
     and tokenising; :attr:`cache_reused` tells whether the last ``setup`` did.
+    The cache is built by streaming the files in chunks (memory does not grow with
+    the corpus beyond its distinct tokens and a few numbers per review) and holds
+    each review's ids unpadded (already truncated to ``max_len``); ``setup``
+    memory-maps it, so only the reviews a batch needs are read from disk.
 
     A batch is ``(token_ids, label)``: ``int32[B, max_len]`` ids
-    (:data:`PAD_ID` = 0 padding, :data:`UNK_ID` = 1 unknown) and ``int64[B]`` class ids.
-    Batches are sliced from in-memory tensors (no per-sample collation).
+    (:data:`PAD_ID` = 0 padding, :data:`UNK_ID` = 1 unknown) and ``int64[B]`` class ids,
+    exactly as :func:`encode_texts` would give. Each batch is gathered and padded
+    with a few tensor operations (:class:`datamodules.base.PaddedRaggedRows`; no
+    per-sample collation).
 
     Args:
         data_dir: folder with ``train.tsv``/``test.tsv`` (or ``.tsv.gz``); default: bundled aclImdb.
-        cache_dir: where token tensors are cached; default ``datamodules.cache.default_cache_dir()``.
+        cache_dir: where token ids are cached; default ``datamodules.cache.default_cache_dir()``.
         batch_size: reviews per batch.
-        num_workers: DataLoader workers; the tensors are in memory, so 0 is fastest.
+        num_workers: DataLoader workers; batches are a few tensor operations, so 0 is fastest.
         seed: seed of the train/validation split and of the test order.
         val_fraction: share of ``train.tsv`` held out for validation.
         vocab_size: vocabulary size including ``<pad>`` and ``<unk>``.
@@ -334,76 +473,111 @@ class IMDBDataModule(TaskDataModule):
             **{name: self.hparams[name] for name in settings},
         }
 
-    def _build(self, train_path: Path, test_path: Path) -> dict[str, torch.Tensor]:
-        """Read, split, fit the vocabulary on the train part and encode all three splits."""
+    def _build(self, writer: CacheWriter, train_path: Path, test_path: Path) -> None:
+        """Stream both files into the cache: labels and split first, then tokens, vocabulary and final ids.
+
+        Each review is tokenised once (see :class:`ProvisionalTokenIds`); memory holds
+        one chunk of reviews, the distinct tokens and a few numbers per review.
+        """
         hp = self.hparams
-        labels, texts, numbers = read_labeled_texts(train_path)
-        values = label_values(labels)
+        distinct_labels, label_codes = scan_labels(train_path)
+        values = label_values(distinct_labels)
         if len(values) < 2:
             raise DataError(train_path, f"column '{LABEL_COLUMN}' needs at least two distinct labels, found {values}")
-        train_labels = encode_labels(train_path, labels, numbers, values)
-        test_raw, test_texts, test_numbers = read_labeled_texts(test_path)
-        test_labels = encode_labels(test_path, test_raw, test_numbers, values)
+        class_id = {value: i for i, value in enumerate(values)}
+        train_labels = np.array([class_id[label] for label in distinct_labels], dtype=np.int64)[label_codes]
+        train_idx, val_idx = train_val_split(len(label_codes), hp.val_fraction, hp.seed, train_path, "review")
+        is_train_row = np.zeros(len(label_codes), dtype=bool)
+        is_train_row[train_idx.numpy()] = True
 
-        train_idx, val_idx = train_val_split(len(texts), hp.val_fraction, hp.seed, train_path, "review")
-        test_order = torch.randperm(len(test_texts), generator=torch.Generator().manual_seed(hp.seed))
+        tokenize, provisional = get_tokenizer(hp.tokenizer), ProvisionalTokenIds()
+        example_rows = val_idx[: hp.num_examples].tolist()
+        wanted_examples = set(example_rows)
+        example_texts: dict[int, str] = {}
 
-        tokenize = get_tokenizer(hp.tokenizer)
-        tokens = [tokenize(text) for text in texts]
-        vocabulary = build_vocabulary((tokens[i] for i in train_idx.tolist()), hp.vocab_size, hp.min_freq)
-        index = vocabulary_index(vocabulary)
+        def train_rows() -> Iterator[tuple[int, str]]:
+            for row, (_, _, text) in enumerate(iter_labeled_rows(train_path)):
+                if row in wanted_examples:
+                    example_texts[row] = text
+                yield row, text
 
-        def ids(token_lists: Iterable[Sequence[str]]) -> torch.Tensor:
-            return encode_token_lists(token_lists, index, hp.max_len, hp.truncate, hp.pad)
+        train_scratch, test_scratch = writer.scratch_path("train-ids"), writer.scratch_path("test-ids")
+        train_offsets = tokenise_rows_to_file(
+            train_rows(), tokenize, provisional, is_train_row, hp.max_len, hp.truncate, train_scratch
+        )
+        if len(train_offsets) - 1 != len(label_codes):
+            raise DataError(train_path, "the file changed while it was read; run again")
 
-        all_train_ids = ids(tokens)
-        examples = val_idx[: hp.num_examples].tolist()
-        vocab_bytes, vocab_lengths = _strings_to_tensors(vocabulary)
-        value_bytes, value_lengths = _strings_to_tensors(values)
-        example_bytes, example_lengths = _strings_to_tensors([texts[i] for i in examples])
-        return {
-            "train_ids": all_train_ids[train_idx],
-            "train_labels": train_labels[train_idx],
-            "val_ids": all_train_ids[val_idx],
-            "val_labels": train_labels[val_idx],
-            "test_ids": ids(tokenize(test_texts[i]) for i in test_order.tolist()),
-            "test_labels": test_labels[test_order],
-            "test_order": test_order,
-            "vocab_bytes": vocab_bytes,
-            "vocab_lengths": vocab_lengths,
-            "label_bytes": value_bytes,
-            "label_lengths": value_lengths,
-            "example_bytes": example_bytes,
-            "example_lengths": example_lengths,
-            "example_labels": train_labels[examples],
-        }
+        test_labels = array.array("q")
+
+        def test_rows() -> Iterator[tuple[int, str]]:
+            for row, (number, label, text) in enumerate(iter_labeled_rows(test_path)):
+                if label not in class_id:
+                    problem = f"unknown label {label!r} in column '{LABEL_COLUMN}'; expected one of {values}"
+                    raise DataError(test_path, problem, line=number)
+                test_labels.append(class_id[label])
+                yield row, text
+
+        test_offsets = tokenise_rows_to_file(
+            test_rows(), tokenize, provisional, None, hp.max_len, hp.truncate, test_scratch
+        )
+        test_order = torch.randperm(len(test_labels), generator=torch.Generator().manual_seed(hp.seed))
+
+        vocabulary = provisional.vocabulary(hp.vocab_size, hp.min_freq)
+        lookup = provisional.final_id_lookup(vocabulary)
+        del provisional
+        append_final_ids(writer, "train_ids", train_scratch, lookup)
+        append_final_ids(writer, "test_ids", test_scratch, lookup)
+        writer.put("train_offsets", train_offsets)
+        writer.put("train_labels", train_labels)
+        writer.put("train_index", train_idx)
+        writer.put("val_index", val_idx)
+        writer.put("test_offsets", test_offsets)
+        writer.put("test_labels", np.frombuffer(test_labels, dtype=np.int64))
+        writer.put("test_order", test_order)
+        for name, strings in (
+            ("vocab", vocabulary),
+            ("label", values),
+            ("example", [example_texts[row] for row in example_rows]),
+        ):
+            data, lengths = _strings_to_arrays(strings)
+            writer.put(f"{name}_bytes", data)
+            writer.put(f"{name}_lengths", lengths)
+        writer.put("example_labels", train_labels[example_rows])
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         train_path, test_path = self.split_file("train"), self.split_file("test")
         key = self.cache_key(train_path, test_path)
-        cache_path = self.cache_dir / "imdb" / f"tokens-{key_digest(key)}.pt"
-        tensors, self.cache_reused = cached_tensors(cache_path, key, lambda: self._build(train_path, test_path))
+        cache_path = self.cache_dir / "imdb" / f"tokens-{key_digest(key)}"
+        arrays, self.cache_reused = cached_arrays(
+            cache_path, key, lambda writer: self._build(writer, train_path, test_path)
+        )
         log.info("IMDB token ids %s %s", "loaded from" if self.cache_reused else "built and cached in", cache_path)
 
-        values = _tensors_to_strings(tensors["label_bytes"], tensors["label_lengths"])
+        values = _tensors_to_strings(arrays["label_bytes"], arrays["label_lengths"])
         hp = self.hparams
         self._state = {
             "tokenizer": hp.tokenizer,
             "max_len": hp.max_len,
             "truncate": hp.truncate,
             "pad": hp.pad,
-            "vocabulary": _tensors_to_strings(tensors["vocab_bytes"], tensors["vocab_lengths"]),
+            "vocabulary": _tensors_to_strings(arrays["vocab_bytes"], arrays["vocab_lengths"]),
             "label_values": values,
             "class_names": list(hp.binary_names) if values == ["0", "1"] else values,
         }
-        texts = _tensors_to_strings(tensors["example_bytes"], tensors["example_lengths"])
-        self.val_examples = list(zip(texts, tensors["example_labels"].tolist(), strict=True))
-        self.train_set = BatchIndexedTensors(tensors["train_ids"], tensors["train_labels"])
-        self.val_set = BatchIndexedTensors(tensors["val_ids"], tensors["val_labels"])
-        self.test_set = BatchIndexedTensors(tensors["test_ids"], tensors["test_labels"])
-        self.test_order = tensors["test_order"]
+        texts = _tensors_to_strings(arrays["example_bytes"], arrays["example_lengths"])
+        self.val_examples = list(zip(texts, arrays["example_labels"].tolist(), strict=True))
+
+        def reviews(split: str, order: torch.Tensor) -> PaddedRaggedRows:
+            ids, offsets, labels = (arrays[f"{split}_{name}"] for name in ("ids", "offsets", "labels"))
+            return PaddedRaggedRows(ids, offsets, labels, order, width=hp.max_len, pad_side=hp.pad, pad_value=PAD_ID)
+
+        self.train_set = reviews("train", arrays["train_index"])
+        self.val_set = reviews("train", arrays["val_index"])
+        self.test_set = reviews("test", arrays["test_order"])
+        self.test_order = arrays["test_order"]
 
     def model_kwargs(self) -> dict[str, Any]:
         state = self.preprocessing_state()

@@ -143,7 +143,8 @@ def test_cache_reused_then_rebuilt_when_the_source_changes(tmp_path: Path) -> No
     cache = tmp_path / "cache"
     first = ready(root, cache)
     assert first.cache_reused is False and first.cache_path is not None and first.cache_path.parent == cache
-    assert list(cache.glob("*.pt")) == [first.cache_path]
+    assert [path for path in cache.iterdir() if path.is_dir()] == [first.cache_path]
+    assert (first.cache_path / "test_images.bin").is_file()  # raw arrays, memory-mapped when loaded
 
     first.setup("fit")  # safe to call twice
     second = ready(root, cache)
@@ -174,7 +175,9 @@ def test_bundled_data_is_extracted_once_and_decoded(bundled_cache: Path) -> None
     assert dm.test_set.images.dtype == torch.uint8 and dm.test_set.images.shape == (2000, 3, 32, 32)
     assert torch.bincount(dm.test_set.labels).tolist() == [1000, 1000]
     assert len(dm.train_dataloader()) == 180
-    assert [p.name.startswith("cifar2-images-") for p in bundled_cache.iterdir() if p.is_dir()] == [True]
+    # the archive extracted once, and the decoded images' cache entry
+    folders = sorted(p.name.rsplit("-", 1)[0] for p in bundled_cache.iterdir() if p.is_dir())
+    assert folders == ["cifar2-images", "imagefolder-cifar2"]
     again = Cifar2DataModule(cache_dir=bundled_cache)
     again.setup("fit")
     assert again.cache_reused is True

@@ -15,6 +15,7 @@ import torch
 from synthetic_data import make_tree, write_tiny_data
 from test_reliability import fit_process
 
+from datamodules.cache import MANIFEST_NAME
 from lightning_app import test as test_cli
 from lightning_app.cli import run_cli
 from lightning_app.inference import load_checkpoint
@@ -157,8 +158,9 @@ def test_two_processes_log_the_whole_split_build_one_cache_and_write_once(tmp_pa
     run = log_dir / task / "version_0"
     assert [path.relative_to(run) for path in run.rglob("config.yaml")] == [Path("config.yaml")]
     if task != "covid19":  # the token ids / decoded images: built once, by one process, under the file lock
-        built = [path for path in cache.rglob("*") if path.is_file() and path.suffix not in (".sha256", ".lock")]
+        built = list(cache.rglob(MANIFEST_NAME))  # one manifest per cache entry
         assert len(built) == 1, built
+        assert not [path for path in cache.rglob(".*") if ".tmp-" in path.name], "no temporary build left behind"
 
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     whole_split = _one_process_test_metrics(best, data, task, "--cache-dir", str(cache))

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from synthetic_data import FILLER, synthetic_reviews, write_tiny_data, write_tsv
+from torch.utils.data import DataLoader
 
 from datamodules import DataError, IMDBDataModule
-from datamodules.base import PACKAGED_DATA_DIR
+from datamodules.base import PACKAGED_DATA_DIR, BatchIndexedTensors, keep_batch, train_val_split
 from datamodules.imdb import (
     PAD_ID,
     TOKENIZERS,
@@ -139,8 +140,8 @@ def test_unknown_test_label_names_file_and_line(tmp_path: Path) -> None:
 def test_datamodule_vocabulary_from_train_part_only(tiny_data: Path, tmp_path: Path) -> None:
     dm = IMDBDataModule(data_dir=tiny_data, cache_dir=tmp_path / "cache", batch_size=16, max_len=48, val_fraction=0.25)
     dm.setup("fit")
-    train_ids, _ = dm.train_set.tensors
-    val_ids, _ = dm.val_set.tensors
+    train_ids, _ = dm.train_set.all_rows()
+    val_ids, _ = dm.val_set.all_rows()
     assert len(train_ids) == 150 and len(val_ids) == 50 and len(dm.test_set) == 80
     vocab = dm.preprocessing_state()["vocabulary"]
     # every review ends in a word of its own: train's are in the vocabulary, validation's are not
@@ -153,9 +154,9 @@ def test_datamodule_vocabulary_from_train_part_only(tiny_data: Path, tmp_path: P
     token_ids, labels = next(iter(dm.train_dataloader()))
     assert token_ids.shape == (16, 48) and token_ids.dtype == torch.int32 and labels.dtype == torch.int64
     assert len(dm.val_examples) == 8 and all(isinstance(text, str) for text, _ in dm.val_examples)
-    first = dm.train_set
+    first, state = dm.train_set, dm.preprocessing_state()
     dm.setup("test")  # a second setup keeps the same splits
-    assert dm.train_set is first
+    assert dm.train_set is first and dm.preprocessing_state() == state
 
 
 def test_token_cache_is_reused_and_invalidated(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
@@ -171,7 +172,7 @@ def test_token_cache_is_reused_and_invalidated(tiny_data: Path, tmp_path: Path, 
     second = IMDBDataModule(data_dir=tiny_data, cache_dir=cache, max_len=32)
     second.setup("fit")
     assert second.cache_reused is True
-    assert torch.equal(first.train_set.tensors[0], second.train_set.tensors[0])
+    assert torch.equal(first.train_set.all_rows()[0], second.train_set.all_rows()[0])
     assert first.preprocessing_state() == second.preprocessing_state()
     assert second.val_examples == first.val_examples
     monkeypatch.undo()
@@ -188,6 +189,87 @@ def test_token_cache_is_reused_and_invalidated(tiny_data: Path, tmp_path: Path, 
     changed.setup("fit")
     assert changed.cache_reused is False
     assert any(word.startswith("w3x") for word in changed.preprocessing_state()["vocabulary"])
+
+
+def bundled_sample(folder: Path, train_rows: int = 300, test_rows: int = 100) -> Path:
+    """The first rows of the bundled reviews (real punctuation, ``<br />``, NEL characters), plus an empty review
+    and one with no words, as ``train.tsv``/``test.tsv`` in ``folder``."""
+    folder.mkdir()
+    for split, count in (("train", train_rows), ("test", test_rows)):
+        labels, texts, _ = read_labeled_texts(PACKAGED_DATA_DIR / "imdb" / f"{split}.tsv.gz")
+        rows = [*zip(labels[:count], texts[:count], strict=True), ("0", ""), ("1", "!!! ... ???")]
+        (folder / f"{split}.tsv").write_text("label\ttext\n" + "".join(f"{label}\t{text}\n" for label, text in rows))
+    return folder
+
+
+@pytest.mark.parametrize("tokenizer", ["words", "tutorial"])
+@pytest.mark.parametrize(
+    ("truncate", "pad"), [("right", "right"), ("left", "left"), ("right", "left"), ("left", "right")]
+)
+def test_streamed_cache_serves_the_batches_of_in_memory_encoding(
+    tmp_path: Path, tokenizer: str, truncate: str, pad: str
+) -> None:
+    """The cache (unpadded ids, vocabulary counted while streaming) gives, batch for batch, what encoding every review
+    in memory gives: the vocabulary of :func:`build_vocabulary` on the train part, the padded ids of
+    :func:`encode_texts`, the labels, and with a seed the same shuffled training batches as a DataLoader over them."""
+    data = bundled_sample(tmp_path / "data")
+    settings = {"max_len": 64, "vocab_size": 700, "min_freq": 2, "tokenizer": tokenizer, "truncate": truncate}
+    dm = IMDBDataModule(
+        data_dir=data, cache_dir=tmp_path / "cache", batch_size=32, val_fraction=0.2, pad=pad, **settings
+    )
+    dm.setup("fit")
+
+    labels, texts, _ = read_labeled_texts(data / "train.tsv")
+    test_labels, test_texts, _ = read_labeled_texts(data / "test.tsv")
+    train_index, val_index = train_val_split(len(texts), 0.2, dm.hparams.seed, data / "train.tsv")
+    tokenize = TOKENIZERS[tokenizer]
+    vocabulary = build_vocabulary((tokenize(texts[i]) for i in train_index.tolist()), 700, min_freq=2)
+    state = {**dm.preprocessing_state()}
+    assert state["vocabulary"] == vocabulary and len(vocabulary) == 700
+    ids = encode_texts(texts, state)
+    assert (ids[:, -1 if pad == "right" else 0] == PAD_ID).any() and (ids != PAD_ID).all(dim=1).any()  # both cases
+
+    expected = {
+        "train": (ids[train_index], torch.tensor([int(label) for label in labels])[train_index]),
+        "val": (ids[val_index], torch.tensor([int(label) for label in labels])[val_index]),
+        "test": (
+            encode_texts([test_texts[i] for i in dm.test_order.tolist()], state),
+            torch.tensor([int(label) for label in test_labels])[dm.test_order],
+        ),
+    }
+    for split, dataset in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set)):
+        got = dataset.all_rows()
+        assert got[0].dtype == torch.int32 and torch.equal(got[0], expected[split][0]), split
+        assert torch.equal(got[1], expected[split][1]), split
+
+    in_memory = DataLoader(BatchIndexedTensors(*expected["train"]), batch_size=32, shuffle=True, collate_fn=keep_batch)
+    for loader in (dm.train_dataloader(), DataLoader(dm.train_set, batch_size=32, shuffle=True, collate_fn=keep_batch)):
+        torch.manual_seed(5)
+        want = [batch for _ in range(2) for batch in in_memory]
+        torch.manual_seed(5)
+        got = [batch for _ in range(2) for batch in loader]
+        assert len(got) == len(want) == 2 * math.ceil(len(train_index) / 32)
+        assert all(
+            torch.equal(g, w)
+            for got_batch, want_batch in zip(got, want, strict=True)
+            for g, w in zip(got_batch, want_batch, strict=True)
+        )
+
+
+def test_cache_is_memory_mapped_and_a_second_setup_reuses_it(tiny_data: Path, tmp_path: Path) -> None:
+    first = IMDBDataModule(data_dir=tiny_data, cache_dir=tmp_path / "cache", max_len=32)
+    first.setup("fit")
+    entry = next((tmp_path / "cache" / "imdb").glob("tokens-*/"))
+    assert sorted(path.name for path in entry.iterdir() if path.name.startswith("train_"))[:2] == [
+        "train_ids.bin", "train_index.bin"
+    ]  # fmt: skip
+    assert not [path for path in entry.iterdir() if "scratch" in path.name]  # working files are gone
+    mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()}
+    assert str(entry / "train_ids.bin") in mapped  # memory-mapped, not read into memory
+    again = IMDBDataModule(data_dir=tiny_data, cache_dir=tmp_path / "cache", max_len=32)
+    again.setup("fit")
+    assert again.cache_reused is True
+    assert torch.equal(again.val_set.all_rows()[0], first.val_set.all_rows()[0])
 
 
 def test_multiclass_labels_are_sorted(tmp_path: Path) -> None:
@@ -396,10 +478,10 @@ def test_test_order_is_a_fixed_seeded_shuffle_so_the_first_batch_holds_both_clas
 
     first, rebuilt, other_seed = ready("a"), ready("b"), ready("c", seed=7)
     assert sorted(first.test_order.tolist()) == list(range(80))
-    assert torch.equal(first.test_set.tensors[1], file_labels[first.test_order])  # labels move with their reviews
+    assert torch.equal(first.test_set.labels, file_labels[first.test_order])  # labels move with their reviews
     assert set(next(iter(first.test_dataloader()))[1].tolist()) == {0, 1}
     assert torch.equal(rebuilt.test_order, first.test_order) and not rebuilt.cache_reused
-    assert torch.equal(rebuilt.test_set.tensors[0], first.test_set.tensors[0])
+    assert torch.equal(rebuilt.test_set.all_rows()[0], first.test_set.all_rows()[0])
     assert not torch.equal(other_seed.test_order, first.test_order)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.cache import cached_tensors, load_tensor_cache
+from datamodules.cache import LAYOUT_VERSION, MANIFEST_NAME, cached_tensors, load_tensor_cache
 
 
 class _CreatesFile:
@@ -44,6 +44,23 @@ def test_malicious_cache_file_runs_no_code_and_is_rebuilt(tmp_path):
     assert not marker.exists()
     assert not reused and torch.equal(tensors["x"], torch.arange(3))
     assert torch.equal(load_tensor_cache(cache, key)["x"], torch.arange(3))
+
+
+def test_a_pickle_inside_a_valid_cache_entry_is_loaded_as_bytes_and_runs_no_code(tmp_path):
+    # An entry whose manifest (key, dtype, shape, SHA-256) is right but whose array file is a pickle: the loader
+    # maps raw bytes and never unpickles, so the file is data, not code.
+    marker, entry, key = tmp_path / "pwned", tmp_path / "cache.pt", {"source": "abc"}
+    _plant_malicious_cache(tmp_path / "pickle.pt", marker, key)
+    data = (tmp_path / "pickle.pt").read_bytes()
+    entry.mkdir()
+    (entry / "x.bin").write_bytes(data)
+    array = {"file": "x.bin", "dtype": "uint8", "shape": [len(data)], "sha256": hashlib.sha256(data).hexdigest()}
+    manifest = {"layout": LAYOUT_VERSION, "key": json.dumps(key, sort_keys=True), "arrays": {"x": array}}
+    (entry / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+    loaded = load_tensor_cache(entry, key)
+    assert not marker.exists()
+    assert loaded["x"].dtype == torch.uint8 and bytes(loaded["x"].numpy()) == data
 
 
 def test_the_planted_cache_would_run_code_if_fully_unpickled(tmp_path):
