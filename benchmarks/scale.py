@@ -253,10 +253,15 @@ def fit_rows(count: int, scratch: Path, env: dict, devices: int) -> list[Row]:
 # -- the section -----------------------------------------------------------------
 
 
-def earlier_rows(output: Path, rerun: Sequence[str]) -> list[str]:
-    """Table rows of the scale section in ``output`` whose *what* does not start with one of ``rerun``."""
+def earlier_rows(output: Path) -> list[str]:
+    """The table rows of the scale section already in ``output``."""
     lines = (SCALE.read(output) or "").splitlines()
-    return [line for line in lines if line.startswith("| ") and not line.startswith(("| what", "| ---", *rerun))]
+    return [line for line in lines if line.startswith("| ") and not line.startswith(("| what", "| ---"))]
+
+
+def row_key(line: str) -> list[str]:
+    """What a table row measured: its *what*, *inputs* and *processes* cells."""
+    return [cell.strip() for cell in line.split("|")[1:4]]
 
 
 def section(rows: Sequence[str], machine: str) -> str:
@@ -267,8 +272,8 @@ def section(rows: Sequence[str], machine: str) -> str:
             "",
             f"{machine}. Inputs repeat the bundled data. Peak RSS is polled every 0.2 s over the process tree:",
             "*total* sums the ranks, *largest* is the biggest single process. Rows/s for `fit` counts the",
-            "training reviews (90% of the file) over the training epoch alone. Rows of parts not rerun come from",
-            "an earlier run.",
+            "training reviews (90% of the file) over the training epoch alone. A rerun replaces the rows it",
+            "measures again and keeps the others.",
             "",
             "| what | inputs | processes | wall s | rows/s | peak RSS total GiB | largest process GiB | note |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -298,20 +303,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.reviews, args.images, args.fit_reviews, args.devices = [2_000], [500], [2_000], [1]
-    rerun = [
-        what
-        for what, sizes in (
-            ("| predict imdb", args.reviews),
-            ("| predict cifar2", args.images),
-            ("| fit imdb", args.fit_reviews),
-        )
-        if sizes
-    ]
-    rows = earlier_rows(args.output, rerun)
+    rows = earlier_rows(args.output)
 
-    def add(row: Row) -> None:  # the section is rewritten after every row, so a long run keeps what it measured
-        rows.append(row.markdown())
-        print(rows[-1], flush=True)
+    def add(row: Row) -> None:
+        """Replace the earlier row that measured the same thing (or append), then save the section at once."""
+        line = row.markdown()
+        print(line, flush=True)
+        same = [i for i, earlier in enumerate(rows) if row_key(earlier) == row_key(line)]
+        if same:
+            rows[same[0]] = line
+        else:
+            rows.append(line)
         SCALE.write(section(rows, machine()), args.output)
 
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch_name:

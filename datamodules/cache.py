@@ -198,14 +198,6 @@ class CacheWriter:
             target.handle.close()
 
 
-def _streamed_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((folder / MANIFEST_NAME).read_text())
@@ -229,7 +221,7 @@ def _map_array(folder: Path, entry: Any) -> torch.Tensor | None:
         return None
     torch_dtype, numpy_dtype = DTYPES[dtype_name]
     numel = int(np.prod(shape, dtype=np.int64))
-    if path.stat().st_size != numel * numpy_dtype.itemsize or _streamed_sha256(path) != sha256:
+    if path.stat().st_size != numel * numpy_dtype.itemsize or file_digest(path, chunk_size=_HASH_CHUNK_BYTES) != sha256:
         return None
     if numel == 0:  # an empty file cannot be mapped
         return torch.empty(shape, dtype=torch_dtype)

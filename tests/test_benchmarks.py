@@ -57,3 +57,21 @@ def test_target_reached_compares_the_measured_metrics():
     below = harness.Target("test/mae", lower_than="test/persistence_mae")
     assert below.reached({"test/mae": 1.0, "test/persistence_mae": 2.0})
     assert not below.reached({"test/mae": 2.0, "test/persistence_mae": 2.0})
+
+
+def test_scale_measures_a_process_tree_and_reads_its_rows_back_by_what_they_measured(tmp_path):
+    import sys
+
+    from benchmarks import scale
+
+    allocate = "import sys; block = bytearray(300 * 2**20); print(len(block))"
+    measured = scale.measure([sys.executable, "-c", allocate], poll_seconds=0.05)
+    assert measured.stdout.strip() == str(300 * 2**20)
+    assert measured.peak_rss_process >= 300 * 2**20 and measured.peak_rss_total >= measured.peak_rss_process
+    output = tmp_path / "RESULTS.md"
+    first = scale.Row("predict imdb", "1,000", 1, measured, 10.0)
+    other = scale.Row("predict imdb", "1,000", 2, measured, 20.0)
+    scale.SCALE.write(scale.section([first.markdown(), other.markdown()], "test machine"), output)
+    rows = scale.earlier_rows(output)
+    assert rows == [first.markdown(), other.markdown()]
+    assert scale.row_key(rows[1]) == ["predict imdb", "1,000", "2"]
