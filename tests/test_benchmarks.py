@@ -64,7 +64,8 @@ def test_scale_measures_a_process_tree_and_reads_its_rows_back_by_what_they_meas
 
     from benchmarks import scale
 
-    allocate = "import sys; block = bytearray(300 * 2**20); print(len(block))"
+    # every page written, and held long enough for the 0.05 s poll to see it
+    allocate = "import time; block = b'x' * (300 * 2**20); time.sleep(0.5); print(len(block))"
     measured = scale.measure([sys.executable, "-c", allocate], poll_seconds=0.05)
     assert measured.stdout.strip() == str(300 * 2**20)
     assert measured.peak_rss_process >= 300 * 2**20 and measured.peak_rss_total >= measured.peak_rss_process
