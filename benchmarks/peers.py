@@ -44,7 +44,6 @@ from lightning_app.training import FitConfig, build_datamodule_and_module, fit
 from lightning_app.warning_filters import silence_harmless_warnings
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTION_START, SECTION_END = PEERS.start, PEERS.end
 #: The test metric compared per task.
 TASK_METRIC = {"imdb": "test/acc", "cifar2": "test/acc", "titanic": "test/acc", "covid19": "test/mae"}
 
@@ -229,7 +228,7 @@ def rows_for(task: str, seeds: Sequence[int]) -> list[Row]:
 
 def section(rows: Sequence[Row], seeds: Sequence[int], earlier_rows: Sequence[str] = ()) -> str:
     lines = [
-        SECTION_START,
+        PEERS.start,
         "### Peers: this project's defaults beside scikit-learn and the tutorial's own recipe",
         "",
         f"`python -m benchmarks.peers`, one run on this machine ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())});"
@@ -240,7 +239,7 @@ def section(rows: Sequence[Row], seeds: Sequence[int], earlier_rows: Sequence[st
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *earlier_rows,
         *(row.markdown() for row in rows),
-        SECTION_END,
+        PEERS.end,
     ]
     return "\n".join(lines)
 
@@ -253,11 +252,6 @@ def kept_rows(output: Path, rerun_tasks: Sequence[str]) -> list[str]:
 
     lines = (PEERS.read(output) or "").splitlines()
     return [line for line in lines if task_of(line) in TASK_METRIC and task_of(line) not in rerun_tasks]
-
-
-def write_section(text: str, output: Path) -> None:
-    """Put ``text`` into ``output`` in place of an earlier peers section, or at its end."""
-    PEERS.write(text, output)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -275,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\n".join(row.markdown() for row in task_rows), flush=True)
         rows += task_rows
     text = section(rows, seeds, kept_rows(args.output, args.tasks))  # other tasks' rows from an earlier run stay
-    write_section(text, args.output)
+    PEERS.write(text, args.output)
     print(text)
 
 

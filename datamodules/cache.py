@@ -313,26 +313,13 @@ def cached_arrays(
         return arrays, False
 
 
-def _put_all(tensors: dict[str, torch.Tensor]) -> Callable[[CacheWriter], None]:
-    def build(writer: CacheWriter) -> None:
-        for name, tensor in tensors.items():
-            writer.put(name, tensor)
-
-    return build
-
-
-def save_tensor_cache(path: str | Path, tensors: dict[str, torch.Tensor], key: dict[str, Any]) -> None:
-    """Atomically write whole ``tensors`` as a cache entry for ``key`` (see :func:`write_arrays`)."""
-    write_arrays(path, key, _put_all(tensors))
-
-
-def load_tensor_cache(path: str | Path, key: dict[str, Any]) -> dict[str, torch.Tensor] | None:
-    """The cached tensors, memory-mapped, or ``None`` if the entry is missing, damaged or built for another ``key``."""
-    return load_arrays(path, key)
-
-
 def cached_tensors(
     path: str | Path, key: dict[str, Any], build: Callable[[], dict[str, torch.Tensor]]
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """:func:`cached_arrays` for a builder that returns its tensors whole: ``(tensors, reused)``."""
-    return cached_arrays(path, key, lambda writer: _put_all(build())(writer))
+
+    def put_all(writer: CacheWriter) -> None:
+        for name, tensor in build().items():
+            writer.put(name, tensor)
+
+    return cached_arrays(path, key, put_all)

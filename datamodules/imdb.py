@@ -237,18 +237,6 @@ def label_values(labels: Iterable[str]) -> list[str]:
         return sorted(distinct)
 
 
-def encode_labels(path: Path, labels: Sequence[str], numbers: Sequence[int], values: Sequence[str]) -> torch.Tensor:
-    """Raw labels -> class ids ``int64[N]``; a label outside ``values`` is a :class:`DataError` at its line."""
-    class_id = {value: i for i, value in enumerate(values)}
-    ids = []
-    for label, number in zip(labels, numbers, strict=True):
-        if label not in class_id:
-            problem = f"unknown label {label!r} in column '{LABEL_COLUMN}'; expected one of {list(values)}"
-            raise DataError(path, problem, line=number)
-        ids.append(class_id[label])
-    return torch.tensor(ids, dtype=torch.long)
-
-
 def _strings_to_arrays(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Pack strings into ``uint8`` UTF-8 bytes and ``int64`` lengths, so they fit an array cache."""
     encoded = [text.encode("utf-8") for text in strings]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from benchmarks import peers
 from benchmarks import run as harness
+from benchmarks.sections import PEERS
 
 
 def test_harness_writes_a_results_table_and_keeps_the_peers_section(tmp_path):
     output = tmp_path / "RESULTS.md"
     rows = [peers.Row("titanic", "default", "this project", "test/acc", [0.8, 0.82, 0.81], [1.0, 1.1, 1.2])]
-    peers.write_section(peers.section(rows, [0, 1, 2]), output)
+    PEERS.write(peers.section(rows, [0, 1, 2]), output)
     harness.main(["--quick", "--tasks", "titanic", "covid19", "--output", str(output)])
     text = output.read_text()
     assert text.startswith("# Benchmark results")
@@ -34,14 +35,14 @@ def test_peers_section_replaces_the_previous_one(tmp_path):
     output = tmp_path / "RESULTS.md"
     output.write_text("# Benchmark results\n\nearlier sections\n")
     first = peers.section([peers.Row("imdb", "x", "peer", "test/acc", [0.5], [2.0])], [0])
-    peers.write_section(first, output)
+    PEERS.write(first, output)
     second = peers.section([peers.Row("imdb", "y", "peer", "test/acc", [0.6], [3.0])], [0])
-    peers.write_section(second, output)
+    PEERS.write(second, output)
     text = output.read_text()
-    assert text.count(peers.SECTION_START) == 1 and "| imdb | y | peer |" in text and "| imdb | x |" not in text
+    assert text.count(PEERS.start) == 1 and "| imdb | y | peer |" in text and "| imdb | x |" not in text
     assert text.startswith("# Benchmark results\n\nearlier sections")
     titanic = peers.section([peers.Row("titanic", "z", "peer", "test/acc", [0.8], [1.0])], [0])
-    peers.write_section(titanic, output)
+    PEERS.write(titanic, output)
     assert peers.kept_rows(output, ["imdb"]) == [titanic.splitlines()[-2]]  # a rerun of imdb keeps titanic's row
 
 

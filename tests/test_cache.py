@@ -15,8 +15,8 @@ from datamodules.cache import (
     CacheWriter,
     cached_arrays,
     cached_tensors,
-    load_tensor_cache,
-    save_tensor_cache,
+    load_arrays,
+    write_arrays,
 )
 
 
@@ -64,12 +64,12 @@ def _damage(entry: Path, damage: str) -> None:
 )
 def test_truncated_or_corrupted_cache_is_detected(tmp_path, damage):
     path = tmp_path / "images.pt"
-    save_tensor_cache(path, {"x": torch.arange(1000)}, {"k": 1})
-    assert torch.equal(load_tensor_cache(path, {"k": 1})["x"], torch.arange(1000))
+    write_arrays(path, {"k": 1}, lambda writer: writer.put("x", torch.arange(1000)))
+    assert torch.equal(load_arrays(path, {"k": 1})["x"], torch.arange(1000))
     _damage(path, damage)
-    assert load_tensor_cache(path, {"k": 1}) is None
+    assert load_arrays(path, {"k": 1}) is None
     rebuilt, reused = cached_tensors(path, {"k": 1}, lambda: {"x": torch.arange(5)})
-    assert not reused and rebuilt["x"].tolist() == load_tensor_cache(path, {"k": 1})["x"].tolist() == [0, 1, 2, 3, 4]
+    assert not reused and rebuilt["x"].tolist() == load_arrays(path, {"k": 1})["x"].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_a_stray_file_where_the_entry_goes_is_replaced(tmp_path):
@@ -80,8 +80,9 @@ def test_a_stray_file_where_the_entry_goes_is_replaced(tmp_path):
 
 
 def test_no_temporary_files_are_left_behind(tmp_path):
-    save_tensor_cache(tmp_path / "a.pt", {"x": torch.ones(2)}, {})
-    save_tensor_cache(tmp_path / "a.pt", {"x": torch.ones(3)}, {})  # replacing an entry leaves nothing either
+    write_arrays(tmp_path / "a.pt", {}, lambda writer: writer.put("x", torch.ones(2)))
+    # replacing an entry leaves nothing either
+    write_arrays(tmp_path / "a.pt", {}, lambda writer: writer.put("x", torch.ones(3)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
     assert sorted(p.name for p in (tmp_path / "a.pt").iterdir()) == [MANIFEST_NAME, "x.bin"]
 
@@ -157,4 +158,4 @@ def test_two_processes_preparing_the_same_cache_build_it_once(tmp_path):
         worker.join(timeout=120)
     assert [worker.exitcode for worker in workers] == [0, 0]
     assert log.read_text().count("built") == 1
-    assert load_tensor_cache(path, {"k": "shared"})["x"].shape == (200_000,)
+    assert load_arrays(path, {"k": "shared"})["x"].shape == (200_000,)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from synthetic_data import COLOURS, make_tree, write_image
 
-from datamodules.cache import load_tensor_cache
+from datamodules.cache import load_arrays
 from datamodules.cifar2 import Cifar2DataModule, channel_stats, random_crop_flip
 from datamodules.errors import DataError
 from lightning_app import test as evaluate_cli
@@ -163,7 +163,7 @@ def test_cache_reused_then_rebuilt_when_the_source_changes(tmp_path: Path) -> No
     fourth = ready(root, cache)
     assert fourth.cache_reused is False
     assert not torch.equal(fourth.test_set.images, third.test_set.images)
-    assert load_tensor_cache(fourth.cache_path, key={"stale": True}) is None  # keyed: another key is a miss
+    assert load_arrays(fourth.cache_path, key={"stale": True}) is None  # keyed: another key is a miss
 
 
 def test_bundled_data_is_extracted_once_and_decoded(bundled_cache: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.cache import LAYOUT_VERSION, MANIFEST_NAME, cached_tensors, load_tensor_cache
+from datamodules.cache import LAYOUT_VERSION, MANIFEST_NAME, cached_tensors, load_arrays
 
 
 class _CreatesFile:
@@ -38,12 +38,12 @@ def test_malicious_cache_file_runs_no_code_and_is_rebuilt(tmp_path):
     marker, cache, key = tmp_path / "pwned", tmp_path / "cache.pt", {"source": "abc"}
     _plant_malicious_cache(cache, marker, key)
 
-    assert load_tensor_cache(cache, key) is None
+    assert load_arrays(cache, key) is None
     tensors, reused = cached_tensors(cache, key, lambda: {"x": torch.arange(3)})
 
     assert not marker.exists()
     assert not reused and torch.equal(tensors["x"], torch.arange(3))
-    assert torch.equal(load_tensor_cache(cache, key)["x"], torch.arange(3))
+    assert torch.equal(load_arrays(cache, key)["x"], torch.arange(3))
 
 
 def test_a_pickle_inside_a_valid_cache_entry_is_loaded_as_bytes_and_runs_no_code(tmp_path):
@@ -58,7 +58,7 @@ def test_a_pickle_inside_a_valid_cache_entry_is_loaded_as_bytes_and_runs_no_code
     manifest = {"layout": LAYOUT_VERSION, "key": json.dumps(key, sort_keys=True), "arrays": {"x": array}}
     (entry / MANIFEST_NAME).write_text(json.dumps(manifest))
 
-    loaded = load_tensor_cache(entry, key)
+    loaded = load_arrays(entry, key)
     assert not marker.exists()
     assert loaded["x"].dtype == torch.uint8 and bytes(loaded["x"].numpy()) == data
 
