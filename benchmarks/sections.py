@@ -46,5 +46,6 @@ class MarkedSection:
 
 PEERS = MarkedSection("peers")
 SCALE = MarkedSection("scale")
+FORECAST_SELECTION = MarkedSection("forecast_selection")
 #: Sections ``benchmarks.run`` does not measure and carries over when it rewrites RESULTS.md.
-OWNED_ELSEWHERE = (PEERS, SCALE)
+OWNED_ELSEWHERE = (PEERS, SCALE, FORECAST_SELECTION)

@@ -77,3 +77,45 @@ def test_scale_measures_a_process_tree_and_reads_its_rows_back_by_what_they_meas
     rows = scale.earlier_rows(output)
     assert rows == [first.markdown(), other.markdown()]
     assert scale.row_key(rows[1]) == ["predict imdb", "1,000", "2"]
+
+
+def _daily_series_file(folder, daily_rows):
+    folder.mkdir()
+    lines = ["date\tcases\tdeaths"]
+    lines += [f"2020-03-{day + 1:02d}\t{a:g}\t{b:g}" for day, (a, b) in enumerate(daily_rows)]
+    (folder / "covid-19.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_forecast_selection_follows_a_steady_trend_and_gives_ties_to_persistence(tmp_path):
+    from benchmarks import forecast_selection
+    from datamodules import Covid19DataModule
+
+    growing = [[round(10 * 1.1**day), round(5 * 1.05**day)] for day in range(30)]
+    rows = forecast_selection.table(
+        Covid19DataModule(data_dir=_daily_series_file(tmp_path / "g", growing), counts="daily")
+    )
+    trend_rows = [row for row in rows if row[0] == "trend"]
+    assert [row[1] for row in trend_rows] == [
+        "7 validation days", "14 days before test", "every day before test (15)", "the test days (not allowed)"
+    ]  # fmt: skip
+    for row in trend_rows:
+        assert "phi 1" in row[2] and row[5] == "yes", row  # growth is exactly log-linear but for rounding
+
+    flat = [[100, 7]] * 30
+    rows = forecast_selection.table(
+        Covid19DataModule(data_dir=_daily_series_file(tmp_path / "f", flat), counts="daily")
+    )
+    assert {row[2] for row in rows if row[0] != "smoothed trend"} == {"k 3, phi 0"}
+    assert {row[4] for row in rows} == {"1.000 / 1.000"} and {row[5] for row in rows} == {"no"}
+
+
+def test_forecast_selection_writes_its_section(tmp_path):
+    from benchmarks import forecast_selection
+    from benchmarks.sections import FORECAST_SELECTION
+
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# Benchmark results\n\nkept\n")
+    forecast_selection.main(["--output", str(output)])
+    text = output.read_text()
+    assert text.startswith("# Benchmark results\n\nkept\n") and FORECAST_SELECTION.read(output).count("| trend |") == 4
