@@ -322,6 +322,10 @@ def test_nb_ratios_are_the_smoothed_log_count_ratios() -> None:
     ids = torch.tensor([[2, 2, 3, 0], [2, 4, 0, 0], [5, 0, 0, 0]])
     counts = net.nb_feature_counts(ids, torch.tensor([1, 1, 0]), num_classes=2)
     assert counts[1, 2] == 2 and counts[1, 3] == 1 and counts[0, 5] == 1 and counts[:, PAD_ID].sum() == 0
+    # Added in place batch by batch, the counts equal those of the whole set at once.
+    accumulated = net.nb_feature_counts(ids[:2], torch.tensor([1, 1]), num_classes=2)
+    assert net.nb_feature_counts(ids[2:], torch.tensor([0]), num_classes=2, counts=accumulated) is accumulated
+    assert torch.equal(accumulated, counts)
     net.fit_nb_ratios(counts, alpha=1.0)
     positive, negative = counts[1] + 1, counts[0] + 1
     expected = torch.log(positive / positive.sum()) - torch.log(negative / negative.sum())

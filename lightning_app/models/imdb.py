@@ -45,7 +45,9 @@ class IMDBModule(ClassifierModule):
         embed_dim: embedding width of the bigram bag.
         bigram_buckets: hash buckets for bigrams in the bigram bag (0 = words only).
         nb_buckets: hash buckets of the NBSVM view's n-grams (its tables have ``vocab_size + nb_buckets`` rows
-            per output).
+            per output). The default 2^24 leaves three in four of the 4.6M distinct 2-3-grams of the IMDB
+            training reviews a bucket of their own (2^22: one in three); that was worth 0.34 points of validation
+            accuracy over 5 seeds, for a 155 MB model (232 MB checkpoint with the optimizer state) instead of 54 MB.
         nb_ngrams: longest n-gram of the NBSVM view.
         nb_alpha: smoothing of the naive-Bayes counts behind the NBSVM view's ratios.
 
@@ -67,7 +69,7 @@ class IMDBModule(ClassifierModule):
         lr: float = 0.1,
         embed_dim: int = 16,
         bigram_buckets: int = 1 << 18,
-        nb_buckets: int = 1 << 22,
+        nb_buckets: int = 1 << 24,
         nb_ngrams: int = 3,
         nb_alpha: float = 8.0,
         preprocessing: dict[str, Any] | None = None,
@@ -107,7 +109,7 @@ class IMDBModule(ClassifierModule):
         limit = self.trainer.num_training_batches  # inf when the loader has no length
         batches = itertools.islice(self.trainer.train_dataloader, None if math.isinf(limit) else int(limit))
         for token_ids, labels in batches:
-            counts += net.nb_feature_counts(token_ids.to(self.device), labels.to(self.device), self.num_classes)
+            net.nb_feature_counts(token_ids.to(self.device), labels.to(self.device), self.num_classes, counts=counts)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         net.fit_nb_ratios(counts, alpha=self.hparams.nb_alpha)
 

@@ -134,7 +134,7 @@ class NBBagNet(nn.Module):
         self,
         vocab_size: int,
         num_outputs: int,
-        nb_buckets: int = 1 << 22,
+        nb_buckets: int = 1 << 24,
         nb_ngrams: int = 3,
         embed_dim: int = 16,
         bigram_buckets: int = 1 << 18,
@@ -161,13 +161,21 @@ class NBBagNet(nn.Module):
         ]
         return unique_per_row(torch.cat([ids, *ngrams], dim=1))
 
-    def nb_feature_counts(self, token_ids: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-        """``float64[num_classes, vocab_size + nb_buckets]``: in how many rows of each class every feature occurs."""
+    def nb_feature_counts(
+        self, token_ids: torch.Tensor, labels: torch.Tensor, num_classes: int, counts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``float64[num_classes, vocab_size + nb_buckets]``: in how many rows of each class every feature occurs.
+
+        Given ``counts`` (such a tensor), the batch's counts are added into it in place and it is returned:
+        a pass over many batches then touches only their features, never the whole table per batch.
+        """
         features = self.nb_features(trim_padding(token_ids))
-        counts = torch.zeros(num_classes, self.nb_rows, dtype=torch.float64, device=features.device)
+        if counts is None:
+            counts = torch.zeros(num_classes, self.nb_rows, dtype=torch.float64, device=features.device)
         for label in range(num_classes):
             present = features[labels == label].reshape(-1)
-            counts[label] += torch.bincount(present[present != PAD_ID], minlength=self.nb_rows).double()
+            present = present[present != PAD_ID]
+            counts[label].index_add_(0, present, torch.ones_like(present, dtype=torch.float64))
         return counts
 
     @torch.no_grad()
