@@ -15,7 +15,10 @@ from lightning_app.registry import TASKS, Task
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint with ``torch.load(weights_only=True)``.
+    """Load a Lightning checkpoint with ``torch.load(weights_only=True, mmap=True)``.
+
+    The tensors stay memory-mapped from the file, so a caller that keeps the dict for its settings
+    (``predict``, ``test``, ``export``) does not also keep a resident copy of the weights it loads.
 
     Raises :class:`UsageError` (one line, naming the file) for a missing file, a
     file that is not a checkpoint, or one holding pickled objects other than
@@ -25,7 +28,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found is None:
