@@ -37,6 +37,7 @@ from lightning_app.export import export
 from lightning_app.fit import main as fit_main
 from lightning_app.models import IMDBModule
 from lightning_app.nets import BigramBagNet, NBBagNet, TutorialTextCNN
+from lightning_app.nets import text as text_nets
 from lightning_app.nets.text import hashed_bigrams, hashed_ngrams, trim_padding, unique_per_row
 from lightning_app.predict import main as predict_main
 
@@ -334,6 +335,23 @@ def test_nb_ratios_are_the_smoothed_log_count_ratios() -> None:
     three = NBBagNet(vocab_size=6, num_outputs=3, nb_buckets=8, nb_ngrams=2, embed_dim=2, bigram_buckets=4)
     three.fit_nb_ratios(three.nb_feature_counts(ids, torch.tensor([0, 1, 2]), num_classes=3))
     assert three.nb_ratio.shape == (14, 3) and three(ids).shape == (3, 3)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_nb_ratios_fitted_block_by_block_equal_the_whole_table_formula(monkeypatch, num_classes) -> None:
+    monkeypatch.setattr(text_nets, "NB_RATIO_BLOCK_ROWS", 5)  # 14 rows: three blocks, the last one short
+    net = NBBagNet(vocab_size=6, num_outputs=1 if num_classes == 2 else num_classes, nb_buckets=8, embed_dim=2)
+    counts = torch.randint(0, 50, (num_classes, 14), generator=torch.Generator().manual_seed(0)).double()
+    net.fit_nb_ratios(counts, alpha=2.0)
+    smoothed = counts + 2.0
+    if num_classes == 2:
+        expected = (smoothed[1] / smoothed[1].sum()).log() - (smoothed[0] / smoothed[0].sum()).log()
+        expected = expected[:, None]
+    else:
+        rest = counts.sum(0, keepdim=True) - counts + 2.0
+        expected = ((smoothed / smoothed.sum(1, keepdim=True)).log() - (rest / rest.sum(1, keepdim=True)).log()).T
+    expected[PAD_ID] = 0.0
+    torch.testing.assert_close(net.nb_ratio, expected.float())
 
 
 @pytest.mark.parametrize("labels", [("neg", "pos"), ("sports", "politics", "weather")])

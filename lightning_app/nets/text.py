@@ -10,6 +10,8 @@ PAD_ID = 0
 _NGRAM_PRIME = 1_000_003
 #: Modulus that keeps the hash of 3-grams and longer inside int64 (a Mersenne prime).
 _MERSENNE_61 = (1 << 61) - 1
+#: Feature rows per block when :meth:`NBBagNet.fit_nb_ratios` turns counts into ratios.
+NB_RATIO_BLOCK_ROWS = 1 << 20
 
 
 def hashed_ngrams(token_ids: torch.Tensor, n: int, buckets: int, offset: int, salt: int = 1) -> torch.Tensor:
@@ -186,17 +188,20 @@ class NBBagNet(nn.Module):
         each class against the rest. A large ``alpha`` keeps rare n-grams, which point to their one
         review's label, from dominating.
         """
-        smoothed = counts + alpha
-        if counts.shape[0] == 2:
-            positive, negative = smoothed[1], smoothed[0]
-            ratio = (torch.log(positive / positive.sum()) - torch.log(negative / negative.sum()))[:, None]
-        else:
-            rest = counts.sum(0, keepdim=True) - counts + alpha
-            ratio = (
-                torch.log(smoothed / smoothed.sum(1, keepdim=True)) - torch.log(rest / rest.sum(1, keepdim=True))
-            ).T
-        ratio[PAD_ID] = 0.0
-        self.nb_ratio.copy_(ratio.float())
+        # Row blocks keep the float64 temporaries small: whole-table ones took ~0.8 GB at 2^24 buckets.
+        rows = counts.shape[1]
+        totals = counts.sum(1) + alpha * rows  # per class: the sum over features of (count + alpha)
+        rest_totals = counts.sum() - counts.sum(1) + alpha * rows  # the same for all other classes
+        for start in range(0, rows, NB_RATIO_BLOCK_ROWS):
+            block = counts[:, start : start + NB_RATIO_BLOCK_ROWS]
+            smoothed = block + alpha
+            if counts.shape[0] == 2:
+                ratio = (torch.log(smoothed[1] / totals[1]) - torch.log(smoothed[0] / totals[0]))[:, None]
+            else:
+                rest = block.sum(0, keepdim=True) - block + alpha
+                ratio = (torch.log(smoothed / totals[:, None]) - torch.log(rest / rest_totals[:, None])).T
+            self.nb_ratio[start : start + NB_RATIO_BLOCK_ROWS] = ratio.float()
+        self.nb_ratio[PAD_ID] = 0.0
         self.nb_ready.fill_(True)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
