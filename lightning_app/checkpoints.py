@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from lightning_app.registry import TASKS, Task
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a Lightning checkpoint with ``torch.load(weights_only=True, mmap=True)``.
 
-    The tensors stay memory-mapped from the file, so a caller that keeps the dict for its settings
+    The tensors of a zip-format file stay memory-mapped from it, so a caller that keeps the dict for its settings
     (``predict``, ``test``, ``export``) does not also keep a resident copy of the weights it loads.
 
     Raises :class:`UsageError` (one line, naming the file) for a missing file, a
@@ -28,7 +29,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # Only the zip format torch.save writes today can be mapped; older files are read whole (and refused the
+        # same way when they hold code).
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found is None:
