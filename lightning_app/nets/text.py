@@ -190,8 +190,9 @@ class NBBagNet(nn.Module):
         """
         # Row blocks keep the float64 temporaries small: whole-table ones took ~0.8 GB at 2^24 buckets.
         rows = counts.shape[1]
-        totals = counts.sum(1) + alpha * rows  # per class: the sum over features of (count + alpha)
-        rest_totals = counts.sum() - counts.sum(1) + alpha * rows  # the same for all other classes
+        class_sums = counts.sum(1)
+        totals = class_sums + alpha * rows  # per class: the sum over features of (count + alpha)
+        rest_totals = class_sums.sum() - class_sums + alpha * rows  # the same for all other classes
         for start in range(0, rows, NB_RATIO_BLOCK_ROWS):
             block = counts[:, start : start + NB_RATIO_BLOCK_ROWS]
             smoothed = block + alpha
