@@ -18,7 +18,7 @@ from lightning_app import test as evaluate_cli
 from lightning_app.cli import run_cli
 from lightning_app.export import export
 from lightning_app.models import Cifar2Module
-from lightning_app.nets import SmallResNet, TutorialCifarNet
+from lightning_app.nets import ConvPoolNet, SmallResNet, TutorialCifarNet
 from lightning_app.predict import main as predict_main
 
 
@@ -237,9 +237,22 @@ def test_tutorial_net_is_the_tutorials_layers() -> None:
     assert TutorialCifarNet(5)(torch.randn(4, 3, 32, 32)).shape == (4, 5)
 
 
-def test_resnet_outputs() -> None:
-    assert SmallResNet(1)(torch.randn(2, 3, 32, 32)).shape == (2,)
-    assert SmallResNet(3, width=8)(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+@pytest.mark.parametrize("net_class", [ConvPoolNet, SmallResNet])
+def test_default_nets_output_one_logit_for_two_classes(net_class: type[torch.nn.Module]) -> None:
+    assert net_class(1)(torch.randn(2, 3, 32, 32)).shape == (2,)
+    assert net_class(3, width=8)(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    assert net_class(1, width=8)(torch.randn(2, 3, 48, 40)).shape == (2,)  # global pooling: any image size
+
+
+def test_convpool_net_halves_the_resolution_per_stage() -> None:
+    net = ConvPoolNet(1, width=16)
+    stem = net.stem(torch.randn(2, 3, 32, 32))
+    assert stem.shape == (2, 12, 32, 32)  # full resolution, 3/4 of the width
+    shapes = []
+    for stage in net.stages:
+        stem = stage(stem)
+        shapes.append(tuple(stem.shape[1:]))
+    assert shapes == [(16, 16, 16), (32, 8, 8), (64, 4, 4)]
 
 
 def test_binary_module_loss_predictions_and_metrics() -> None:
@@ -280,7 +293,7 @@ def test_cli_end_to_end_on_a_slice_of_cifar2(
     checkpoint = next((log_dir / "checkpoints").glob("best-*.ckpt"))
     payload = torch.load(checkpoint, weights_only=True)  # plain types only
     assert payload["preprocessing"]["class_names"] == ["airplane", "automobile"]
-    assert payload["hyper_parameters"]["net"] == "resnet"
+    assert payload["hyper_parameters"]["net"] == "convpool"
 
     argv[argv.index("--batch-size") + 1] = "50"
     assert main([*argv, "--model", "tutorial"]) == 0

@@ -12,9 +12,9 @@ from torch import nn
 
 from datamodules.cifar2 import load_images, normalize_images
 from lightning_app.models.classifier import ClassifierModule
-from lightning_app.nets import HorizontalFlipAverage, SmallResNet, TutorialCifarNet
+from lightning_app.nets import ConvPoolNet, HorizontalFlipAverage, SmallResNet, TutorialCifarNet
 
-VisionNet = Literal["resnet", "tutorial"]
+VisionNet = Literal["convpool", "resnet", "tutorial"]
 Schedule = Literal["one_cycle", "constant"]
 
 
@@ -36,7 +36,8 @@ class Cifar2Module(ClassifierModule):
 
     Args:
         num_classes: number of classes (from ``Cifar2DataModule.model_kwargs()``).
-        net: ``"resnet"`` (:class:`~lightning_app.nets.SmallResNet`), ``"tutorial"`` (the
+        net: ``"convpool"`` (:class:`~lightning_app.nets.ConvPoolNet`), ``"resnet"``
+            (:class:`~lightning_app.nets.SmallResNet`, the previous default), ``"tutorial"`` (the
             tutorial's network), or any ``nn.Module`` mapping ``float32[B, 3, S, S]`` to logits
             ``float32[B]`` (two classes) or ``float32[B, num_classes]``.
         lr: SGD learning rate (with ``"one_cycle"``, the peak).
@@ -45,9 +46,9 @@ class Cifar2Module(ClassifierModule):
         weight_decay: SGD weight decay.
         schedule: ``"one_cycle"`` (warm-up over the first quarter, then linear decay) or ``"constant"``.
         label_smoothing: label smoothing of the loss.
-        width: channels of the first ResNet stage (then x2, x4).
-        stem_stride: stride of the ResNet's first convolution.
-        dropout: dropout before the ResNet's linear head.
+        width: channels of the first stage of ``"convpool"`` or ``"resnet"`` (then x2, x4).
+        stem_stride: stride of the first convolution of ``"resnet"`` (``"convpool"`` keeps full resolution).
+        dropout: dropout before the linear head of ``"convpool"`` or ``"resnet"``.
         channels_last: run the network in channels-last memory format (same layers and weights; faster
             convolutions and pooling on CPU and GPU: 1.6x for the tutorial's Net on a CPU core).
         flip_average: test-time augmentation: outside training, the logits are the mean over each image and its
@@ -80,7 +81,7 @@ class Cifar2Module(ClassifierModule):
     def __init__(
         self,
         num_classes: int = 2,
-        net: VisionNet | nn.Module = "resnet",
+        net: VisionNet | nn.Module = "convpool",
         lr: float = 0.2,
         momentum: float = 0.9,
         nesterov: bool = True,
@@ -104,6 +105,7 @@ class Cifar2Module(ClassifierModule):
         self.net = self.build_net(
             net,
             {
+                "convpool": lambda: ConvPoolNet(outputs, width=width, dropout=dropout),
                 "resnet": lambda: SmallResNet(outputs, width=width, stem_stride=stem_stride, dropout=dropout),
                 "tutorial": lambda: TutorialCifarNet(outputs),
             },

@@ -10,10 +10,19 @@ from lightning_app.nets.sequence import (
 )
 from lightning_app.nets.tabular import ResidualMLP, TutorialMLP
 from lightning_app.nets.text import BigramBagNet, NBBagNet, TutorialTextCNN
-from lightning_app.nets.vision import HorizontalFlipAverage, ResidualBlock, SmallResNet, TutorialCifarNet
+from lightning_app.nets.vision import (
+    ConvPoolBlock,
+    ConvPoolNet,
+    HorizontalFlipAverage,
+    ResidualBlock,
+    SmallResNet,
+    TutorialCifarNet,
+)
 
 __all__ = [
     "BigramBagNet",
+    "ConvPoolBlock",
+    "ConvPoolNet",
     "HorizontalFlipAverage",
     "LogTrendCovidNet",
     "MultiplicativeBlock",
