@@ -316,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows.append(line)
         SCALE.write(section(rows, machine()), args.output)
 
+    if args.scratch is not None:
+        args.scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch_name:
         scratch = Path(scratch_name)
         env = child_env(scratch / "cache")
