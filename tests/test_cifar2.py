@@ -20,6 +20,7 @@ from lightning_app.export import export
 from lightning_app.models import Cifar2Module
 from lightning_app.nets import ConvPoolNet, SmallResNet, TutorialCifarNet
 from lightning_app.predict import main as predict_main
+from lightning_app.registry import get_task
 
 
 def ready(root: Path, cache_dir: Path, **kwargs) -> Cifar2DataModule:
@@ -246,13 +247,21 @@ def test_default_nets_output_one_logit_for_two_classes(net_class: type[torch.nn.
 
 def test_convpool_net_halves_the_resolution_per_stage() -> None:
     net = ConvPoolNet(1, width=16)
-    stem = net.stem(torch.randn(2, 3, 32, 32))
-    assert stem.shape == (2, 12, 32, 32)  # full resolution, 3/4 of the width
+    features = net.stem(torch.randn(2, 3, 32, 32))
+    assert features.shape == (2, 12, 32, 32)  # full resolution, 3/4 of the width
     shapes = []
     for stage in net.stages:
-        stem = stage(stem)
-        shapes.append(tuple(stem.shape[1:]))
+        features = stage(features)
+        shapes.append(tuple(features.shape[1:]))
     assert shapes == [(16, 16, 16), (32, 8, 8), (64, 4, 4)]
+
+
+@pytest.mark.parametrize(
+    ("variant", "net_class"), [("default", ConvPoolNet), ("resnet", SmallResNet), ("tutorial", TutorialCifarNet)]
+)
+def test_each_variant_builds_its_network(variant: str, net_class: type[torch.nn.Module]) -> None:
+    module = Cifar2Module(**get_task("cifar2").module_settings(variant))
+    assert type(module.net) is net_class
 
 
 def test_binary_module_loss_predictions_and_metrics() -> None:
