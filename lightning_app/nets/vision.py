@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -41,14 +44,20 @@ class TutorialCifarNet(nn.Module):
         return _squeeze_binary(self.linear2(self.relu(self.linear1(x))))
 
 
+_relu_in_place: Callable[[], nn.Module] = partial(nn.ReLU, inplace=True)
+
+
 def conv_bn(
-    in_channels: int, out_channels: int, stride: int = 1, activation: type[nn.Module] = nn.ReLU
+    in_channels: int,
+    out_channels: int,
+    stride: int = 1,
+    activation: Callable[[], nn.Module] = _relu_in_place,
 ) -> nn.Sequential:
-    """3x3 convolution (no bias) -> BatchNorm -> ``activation`` (ReLU in place by default)."""
+    """3x3 convolution (no bias) -> BatchNorm -> ``activation()`` (ReLU in place by default)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True) if activation is nn.ReLU else activation(),
+        activation(),
     )
 
 
@@ -94,24 +103,22 @@ class SmallResNet(nn.Module):
 
 
 class ConvPoolBlock(nn.Module):
-    """3x3 convolution -> 2x2 max-pool -> BatchNorm -> activation, then 3x3 convolution -> BatchNorm -> activation.
+    """3x3 convolution -> 2x2 max-pool -> BatchNorm -> activation, then :func:`conv_bn` with the same activation.
 
     ``[B, in_channels, H, W] -> [B, out_channels, H / 2, W / 2]``; pooling before the normalisation keeps
     the normalisation and activation at the halved resolution.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, activation: type[nn.Module] = nn.GELU) -> None:
+    def __init__(self, in_channels: int, out_channels: int, activation: Callable[[], nn.Module] = nn.GELU) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
-        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.norm = nn.BatchNorm2d(out_channels)
         self.activation = activation()
+        self.refine = conv_bn(out_channels, out_channels, activation=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.activation(self.norm1(self.pool(self.conv1(x))))
-        return self.activation(self.norm2(self.conv2(x)))
+        return self.refine(self.activation(self.norm(self.pool(self.conv(x)))))
 
 
 class ConvPoolNet(nn.Module):
