@@ -11,12 +11,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lightning_app import tune
 from lightning_app.cli import run_cli
 from lightning_app.fit import parse_config
 from lightning_app.registry import TASKS
-from lightning_app.search_space import Choice, FloatRange, IntRange, parse_param
 from lightning_app.tensorboard import read_scalars
+from lightning_app.tune.cli import main as tune_main
+from lightning_app.tune.report import HISTORY_PLOT, IMPORTANCE_PLOT
+from lightning_app.tune.space import Choice, FloatRange, IntRange, check_search_space, parse_param, tunable_defaults
+from lightning_app.tune.study import PRUNERS
 
 STUDY = "titanic-default"
 
@@ -53,8 +55,8 @@ def tune_process(*args: str) -> subprocess.Popen:
 def test_registry_search_spaces_name_real_arguments_and_hold_the_defaults(task):
     for model, variant in TASKS[task].variants.items():
         assert variant.search_space, f"{task} {model} declares no search space"
-        tune.check_search_space(TASKS[task], model, variant.search_space, f"{task} {model}")
-        defaults = tune.tunable_defaults(TASKS[task], model)
+        check_search_space(TASKS[task], model, variant.search_space, f"{task} {model}")
+        defaults = tunable_defaults(TASKS[task], model)
         for name, param in variant.search_space.items():
             assert param.contains(defaults[name]), f"{task} {model}: default {name}={defaults[name]} not in {param}"
 
@@ -82,7 +84,7 @@ def test_search_space_syntax():
 
 
 def test_three_trial_titanic_study_end_to_end(tmp_path, capsys):
-    assert tune.main([*tune_args(tmp_path), "--sampler-seed", "0"]) == 0
+    assert tune_main([*tune_args(tmp_path), "--sampler-seed", "0"]) == 0
     out = capsys.readouterr().out
     folder = study_dir(tmp_path)
     trials = load_trials(tmp_path)
@@ -101,7 +103,7 @@ def test_three_trial_titanic_study_end_to_end(tmp_path, capsys):
     assert config.lr == best.params["lr"] and config.batch_size == best.params["batch_size"]
     for name in ("hidden", "dropout", "weight_decay"):
         assert config.module_kwargs[name] == best.params[f"module_kwargs.{name}"]
-    assert (folder / tune.HISTORY_PLOT).stat().st_size > 0 and (folder / tune.IMPORTANCE_PLOT).stat().st_size > 0
+    assert (folder / HISTORY_PLOT).stat().st_size > 0 and (folder / IMPORTANCE_PLOT).stat().st_size > 0
 
 
 class PruneAllButTheFirst(optuna.pruners.BasePruner):
@@ -110,8 +112,8 @@ class PruneAllButTheFirst(optuna.pruners.BasePruner):
 
 
 def test_unpromising_trials_are_pruned_and_counted(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(tune.PRUNERS, "median", lambda optuna, warmup: PruneAllButTheFirst())
-    assert tune.main(tune_args(tmp_path, 3, 3)) == 0
+    monkeypatch.setitem(PRUNERS, "median", lambda optuna, warmup: PruneAllButTheFirst())
+    assert tune_main(tune_args(tmp_path, 3, 3)) == 0
     out = capsys.readouterr().out
     assert "3 trials finished: 1 complete, 2 pruned" in out
     assert "trial 1: pruned after epoch 0" in out
@@ -124,9 +126,9 @@ def test_search_resumes_after_a_kill_with_no_trial_lost_or_run_twice(tmp_path, c
     args = tune_args(tmp_path, 4, 5)
     kill_when_written(tune_process(*args), study_dir(tmp_path) / "trial-1" / "config.yaml")
 
-    assert run_cli(tune.main, args) == 2, "an existing study needs --resume"
+    assert run_cli(tune_main, args) == 2, "an existing study needs --resume"
     assert "pass --resume" in capsys.readouterr().err
-    assert tune.main([*args, "--resume"]) == 0
+    assert tune_main([*args, "--resume"]) == 0
     out = capsys.readouterr().out
     trials = load_trials(tmp_path)
     numbers = [t.number for t in finished(trials)]
@@ -169,7 +171,7 @@ def test_two_processes_share_one_study(tmp_path):
     ],
 )
 def test_bad_input_stops_with_one_line(tmp_path, capsys, extra, message):
-    assert run_cli(tune.main, [*tune_args(tmp_path), *extra]) == 2
+    assert run_cli(tune_main, [*tune_args(tmp_path), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not list(tmp_path.rglob("trial-*"))
@@ -177,5 +179,5 @@ def test_bad_input_stops_with_one_line(tmp_path, capsys, extra, message):
 
 def test_without_optuna_it_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
-    assert run_cli(tune.main, tune_args(tmp_path)) == 2
+    assert run_cli(tune_main, tune_args(tmp_path)) == 2
     assert 'pip install -e ".[tune]"' in capsys.readouterr().err

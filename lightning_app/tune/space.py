@@ -1,10 +1,12 @@
-"""Search spaces for ``python -m lightning_app.tune``: the parameter kinds and the ``--search-space`` syntax.
+"""Search spaces for ``python -m lightning_app.tune``: the parameter kinds, the ``--search-space`` syntax, and
+building and checking a task's space against what ``fit`` takes.
 
 A search space maps what a trial changes to the values it may take. Keys are ``fit`` flags
 (``lr``, ``batch_size``, ``max_epochs``) or arguments of the task's classes
 (``module_kwargs.<name>``, ``datamodule_kwargs.<name>``). Each task's registry entry declares
 its space next to its defaults; nothing here imports optuna: a parameter calls the
-``suggest_*`` method of the trial it is handed.
+``suggest_*`` method of the trial it is handed. The registry imports this module, so the functions that
+need the registry or ``fit``'s settings import them when called.
 
 ``--search-space NAME=SPEC`` syntax (SPEC):
 
@@ -17,8 +19,17 @@ its space next to its defaults; nothing here imports optuna: a parameter calls t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+import typing
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lightning_app.config import FitConfig, check_arguments
+from lightning_app.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lightning_app.registry import Task
 
 #: The ``fit`` flags a search space may hold; other keys are ``module_kwargs.<name>`` or ``datamodule_kwargs.<name>``.
 TUNABLE_FLAGS = ("lr", "batch_size", "max_epochs")
@@ -180,3 +191,102 @@ def parse_param(spec: str, default: Any) -> Param:
 def describe(space: dict[str, Param]) -> str:
     """``name=SPEC`` pairs in the ``--search-space`` syntax, one string."""
     return " ".join(f"{name}={param}" for name, param in space.items())
+
+
+def format_value(value: Any) -> str:
+    """A sampled value for tables and trial lines: floats to three significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else format_scalar(value)
+
+
+# --- a task's space ---------------------------------------------------------------------------------------------
+
+
+def tunable_defaults(task: Task, model: str | None) -> dict[str, Any]:
+    """Every name a search space of ``task``/``model`` may hold, with the value ``fit`` uses by default."""
+    from lightning_app.training import resolve_config  # imports the registry, which imports this module
+
+    _, _, resolved = resolve_config(FitConfig(task=task.name, model=model))
+    defaults: dict[str, Any] = {flag: getattr(resolved, flag) for flag in TUNABLE_FLAGS}
+    for prefix in ARGUMENT_PREFIXES:
+        defaults.update({f"{prefix}.{name}": value for name, value in getattr(resolved, prefix).items()})
+    return defaults
+
+
+def apply_params(config: FitConfig, params: dict[str, Any]) -> FitConfig:
+    """``config`` with sampled ``params`` (search-space keys) set: flags directly, class arguments in their dicts."""
+    changes: dict[str, Any] = {name: value for name, value in params.items() if "." not in name}
+    for prefix in ARGUMENT_PREFIXES:
+        arguments = {name.partition(".")[2]: value for name, value in params.items() if name.startswith(f"{prefix}.")}
+        if arguments:
+            changes[prefix] = {**getattr(config, prefix), **arguments}
+    return replace(config, **changes)
+
+
+def check_search_space(task: Task, model: str | None, space: dict[str, Param], where: str) -> None:
+    """Raise a one-line :class:`UsageError` (starting with ``where``) for a name ``fit`` does not take or a value
+    of the wrong type for its argument."""
+    from lightning_app.training import resolve_config  # imports the registry, which imports this module
+
+    defaults = tunable_defaults(task, model)
+    for name, param in space.items():
+        if name not in defaults:
+            raise UsageError(f"{where}: unknown parameter '{name}' for {task.name}; {tunable_help(defaults)}")
+        for value in param.examples():
+            config = apply_params(FitConfig(task=task.name, model=model), {name: value})
+            try:
+                if "." in name:
+                    resolve_config(config)
+                else:
+                    check_arguments("fit", {name: typing.get_type_hints(FitConfig)[name]}, {name: value})
+                    if isinstance(value, (int, float)) and value <= 0:
+                        raise UsageError(f"'{name}' must be positive, got {value}")
+            except UsageError as err:
+                raise UsageError(f"{where}: {name}={param}: {err}") from None
+
+
+def tunable_help(defaults: dict[str, Any]) -> str:
+    """The names a search space may hold, for messages."""
+    return "the parameters are " + ", ".join(defaults)
+
+
+def build_space(task: Task, model: str | None, overrides: Sequence[str], fixed: Sequence[str]) -> dict[str, Param]:
+    """The registry's search space of ``task``/``model`` with ``--search-space NAME=SPEC`` ``overrides`` on top and
+    the ``fixed`` flags (given on the command line) taken out."""
+    space = dict(task.variant(model).search_space)
+    defaults = tunable_defaults(task, model)
+    given: dict[str, Param] = {}
+    for override in overrides:
+        name, equals, spec = override.partition("=")
+        name = name.strip()
+        if not equals or not name or not spec.strip():
+            raise UsageError(f"--search-space {override!r}: expected NAME=SPEC with SPEC one of {SYNTAX}")
+        if name not in defaults:
+            raise UsageError(f"--search-space {override}: unknown parameter '{name}'; {tunable_help(defaults)}")
+        try:
+            given[name] = parse_param(spec.strip(), defaults[name])
+        except ValueError as err:
+            raise UsageError(f"--search-space {override}: {err}") from None
+    check_search_space(task, model, given, "--search-space")
+    for flag in fixed:
+        if flag in given:
+            raise UsageError(f"--{flag.replace('_', '-')} fixes '{flag}', which --search-space also searches; drop one")
+        space.pop(flag, None)
+    space.update(given)
+    if not space:
+        raise UsageError(
+            f"task {task.name} ({task.variant(model).description}) declares no search space here; "
+            f"give one with --search-space NAME=SPEC ({tunable_help(defaults)})"
+        )
+    return space
+
+
+def space_help() -> str:
+    """Every task's and variant's search space, for ``--help``."""
+    from lightning_app.registry import TASKS  # the registry imports this module
+
+    lines = ["search spaces (--task NAME --model VARIANT), changed with --search-space NAME=SPEC:"]
+    for task in TASKS.values():
+        for name, variant in task.variants.items():
+            lines.append(f"  {task.name} {name}: {describe(variant.search_space) or '(none: give --search-space)'}")
+    lines.append("example: --search-space lr=1e-4:1e-2:log --search-space module_kwargs.hidden=32,64,128")
+    return "\n".join(lines)
