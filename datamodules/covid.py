@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, read_csv_rows
+from datamodules.base import TaskDataModule, parse_float, read_csv_rows
+from datamodules.batches import BatchIndexedTensors
 from datamodules.errors import DataError
 
 DATE_COLUMN = "date"

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError
-from datamodules.covid import COUNT_COLUMNS, daily_differences, make_windows, read_cumulative_counts
+from datamodules.covid import COUNT_COLUMNS, daily_differences, make_windows, read_counts
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models import Covid19Module
 
 
 def test_reads_the_bundled_file():
-    dates, counts = read_cumulative_counts(PACKAGED_DATA_DIR / "covid19" / "covid-19.csv")
+    dates, _, counts = read_counts(PACKAGED_DATA_DIR / "covid19" / "covid-19.csv", "cumulative")
     assert (dates[0], dates[-1], counts.shape) == ("2020-01-24", "2020-03-10", (47, 3))
     assert counts[0].tolist() == [830.0, 34.0, 25.0]
 
