@@ -138,7 +138,6 @@ class Covid19DataModule(TaskDataModule):
         val_days: int = 7,
         batch_size: int = 38,
         num_workers: int = 0,
-        seed: int = 42,
         counts: Counts = "cumulative",
     ) -> None:
         if counts not in ("cumulative", "daily"):
