@@ -15,8 +15,8 @@ from lightning_app import tune
 from lightning_app.cli import run_cli
 from lightning_app.fit import parse_config
 from lightning_app.registry import TASKS
+from lightning_app.run_reader import read_scalars
 from lightning_app.search_space import Choice, FloatRange, IntRange, parse_param
-from lightning_app.tensorboard import read_scalars
 
 STUDY = "titanic-default"
 
