@@ -37,7 +37,7 @@ import torch
 from benchmarks.sections import PEERS
 from datamodules import PACKAGED_DATA_DIR
 from datamodules.base import train_val_split
-from datamodules.imdb import read_labeled_texts
+from datamodules.text_files import read_labeled_texts
 from lightning_app.models import TaskModule
 from lightning_app.registry import TASKS
 from lightning_app.training import FitConfig, build_datamodule_and_module, fit

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from benchmarks.sections import SCALE
 from datamodules import PACKAGED_DATA_DIR
-from datamodules.imdb import iter_raw_lines
+from datamodules.text_files import iter_raw_lines
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 IMDB_DATA = PACKAGED_DATA_DIR / "imdb"

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, read_csv_rows
+from datamodules.base import TaskDataModule, parse_float, read_csv_rows
+from datamodules.batches import BatchIndexedTensors
 from datamodules.errors import DataError
 
 DATE_COLUMN = "date"
@@ -137,7 +138,6 @@ class Covid19DataModule(TaskDataModule):
         val_days: int = 7,
         batch_size: int = 38,
         num_workers: int = 0,
-        seed: int = 42,
         counts: Counts = "cumulative",
     ) -> None:
         if counts not in ("cumulative", "daily"):

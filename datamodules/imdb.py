@@ -1,16 +1,10 @@
 """IMDB movie-review sentiment (text, binary or multi-class).
 
 Preprocessing is a set of pure functions, so the same code prepares the
-training data and scores raw strings from a checkpoint:
-
-* :func:`iter_labeled_rows` streams a TSV file with ``label`` and ``text`` columns
-  (:func:`read_labeled_texts` reads it whole);
-* :data:`TOKENIZERS` maps a tokenizer name to a function ``str -> list[str]``
-  (:func:`tutorial_tokenize` is the tutorial's, :func:`words_tokenize` the default);
-* :func:`build_vocabulary` keeps the most frequent training tokens behind the
-  reserved ids :data:`PAD_ID` (0, ``<pad>``) and :data:`UNK_ID` (1, ``<unk>``);
-* :func:`encode` maps tokens to a fixed-length id list (truncation and padding side configurable);
-* :func:`encode_texts` runs the whole chain with a ``preprocessing_state`` dict.
+training data and scores raw strings from a checkpoint: reading the labeled
+TSV files is :mod:`datamodules.text_files`, tokenising, the vocabulary and the
+encoding to ids are :mod:`datamodules.text_encoding` (:func:`encode_texts` runs
+the whole chain with a ``preprocessing_state`` dict).
 
 The DataModule's cache is built in streamed chunks by the same functions (see
 :class:`ProvisionalTokenIds`), and its batches equal :func:`encode_texts`'s.
@@ -19,222 +13,38 @@ The DataModule's cache is built in streamed chunks by the same functions (see
 from __future__ import annotations
 
 import array
-import gzip
 import itertools
 import logging
-import re
-import string
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from datamodules.base import PaddedRaggedRows, TaskDataModule, train_val_split
+from datamodules.base import TaskDataModule, train_val_split
+from datamodules.batches import PaddedRaggedRows
 from datamodules.cache import CacheWriter, cached_arrays, default_cache_dir, file_digest, key_digest
 from datamodules.errors import DataError
 
+# encode_texts and vocabulary_index are re-exported: lightning_app.models.imdb scores raw text with them.
+from datamodules.text_encoding import (  # noqa: F401
+    PAD_ID,
+    RESERVED_TOKENS,
+    UNK_ID,
+    Side,
+    TokenizerName,
+    encode_texts,
+    get_tokenizer,
+    vocabulary_from_counts,
+    vocabulary_index,
+)
+from datamodules.text_files import LABEL_COLUMN, iter_labeled_rows, label_values, scan_labels
+
 log = logging.getLogger(__name__)
 
-TokenizerName = Literal["tutorial", "words"]
-Side = Literal["left", "right"]
-
-PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
-#: Reserved ids: every vocabulary starts ``["<pad>", "<unk>", ...]``.
-PAD_ID, UNK_ID = 0, 1
-RESERVED_TOKENS = (PAD_TOKEN, UNK_TOKEN)
-
-LABEL_COLUMN, TEXT_COLUMN = "label", "text"
 #: Bump when the cached arrays' layout or the tokenizers change (3: unpadded ids, streamed build).
 CACHE_FORMAT = 3
-
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[!?]")
-
-
-def tutorial_tokenize(text: str) -> list[str]:
-    """The tutorial's cleaning: lowercase, ``<br />`` -> space, drop ``string.punctuation``, split on spaces.
-
-    Empty strings from runs of spaces are dropped.
-    """
-    cleaned = _PUNCTUATION.sub("", text.lower().replace("<br />", " "))
-    return [token for token in cleaned.split(" ") if token]
-
-
-def words_tokenize(text: str) -> list[str]:
-    """The default: lowercase runs of letters/digits (keeping inner apostrophes: ``don't``) plus ``!`` and ``?``.
-
-    ``<br />`` line breaks are removed; other punctuation is dropped.
-    """
-    return _WORD.findall(_BREAK.sub(" ", text.lower()))
-
-
-TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"tutorial": tutorial_tokenize, "words": words_tokenize}
-
-
-def get_tokenizer(name: str) -> Callable[[str], list[str]]:
-    if name not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {name!r}; choose from {sorted(TOKENIZERS)}")
-    return TOKENIZERS[name]
-
-
-def build_vocabulary(token_lists: Iterable[Sequence[str]], max_size: int, min_freq: int = 1) -> list[str]:
-    """The vocabulary as a list: ``["<pad>", "<unk>", most frequent token, ...]``.
-
-    ``max_size`` counts the two reserved entries (the tutorial's ``MAX_WORDS = 10000``
-    is 9998 words + 2). Tokens seen fewer than ``min_freq`` times are left out;
-    ties in frequency are broken alphabetically, so the result is deterministic.
-    A token equal to a reserved name is counted as an ordinary unknown word.
-    """
-    if max_size < len(RESERVED_TOKENS):
-        raise ValueError(f"max_size must be at least {len(RESERVED_TOKENS)}, got {max_size}")
-    counts: Counter[str] = Counter()
-    for tokens in token_lists:
-        counts.update(tokens)
-    return vocabulary_from_counts(counts, max_size, min_freq)
-
-
-def vocabulary_from_counts(counts: Mapping[str, int], max_size: int, min_freq: int = 1) -> list[str]:
-    """:func:`build_vocabulary` from token counts already made (tokens counted 0 times are never kept)."""
-    if max_size < len(RESERVED_TOKENS):
-        raise ValueError(f"max_size must be at least {len(RESERVED_TOKENS)}, got {max_size}")
-    threshold = max(min_freq, 1)
-    kept = ((token, count) for token, count in counts.items() if count >= threshold and token not in RESERVED_TOKENS)
-    ranked = sorted(kept, key=lambda item: (-item[1], item[0]))
-    return [*RESERVED_TOKENS, *(token for token, _ in ranked[: max_size - len(RESERVED_TOKENS)])]
-
-
-def encode(
-    tokens: Sequence[str], index: dict[str, int], max_len: int, truncate: Side = "right", pad: Side = "right"
-) -> list[int]:
-    """Map tokens to exactly ``max_len`` ids: unknown tokens -> :data:`UNK_ID`, padding -> :data:`PAD_ID`.
-
-    ``truncate="right"`` keeps the first ``max_len`` tokens, ``"left"`` the last ones
-    (the tutorial's choice). ``pad="right"`` appends padding, ``"left"`` prepends it
-    (the tutorial's choice). ``index`` maps token -> id (see :func:`vocabulary_index`).
-    """
-    if len(tokens) > max_len:
-        tokens = tokens[-max_len:] if truncate == "left" else tokens[:max_len]
-    ids = [index.get(token, UNK_ID) for token in tokens]
-    padding = [PAD_ID] * (max_len - len(ids))
-    return padding + ids if pad == "left" else ids + padding
-
-
-def vocabulary_index(vocabulary: Sequence[str]) -> dict[str, int]:
-    """token -> id; the reserved names map to nothing, so a literal ``"<pad>"`` in a review is unknown."""
-    return {token: i for i, token in enumerate(vocabulary) if i >= len(RESERVED_TOKENS)}
-
-
-def encode_token_lists(
-    token_lists: Iterable[Sequence[str]], index: dict[str, int], max_len: int, truncate: Side, pad: Side
-) -> torch.Tensor:
-    """:func:`encode` each token list: ``int32[N, max_len]``."""
-    rows = [encode(tokens, index, max_len, truncate, pad) for tokens in token_lists]
-    return torch.tensor(rows, dtype=torch.int32).reshape(len(rows), max_len)
-
-
-def encode_texts(texts: Sequence[str], state: dict[str, Any], index: dict[str, int] | None = None) -> torch.Tensor:
-    """Tokenise and encode raw texts with a ``preprocessing_state``: ``int32[len(texts), max_len]``."""
-    tokenize = get_tokenizer(state["tokenizer"])
-    index = index if index is not None else vocabulary_index(state["vocabulary"])
-    return encode_token_lists(
-        (tokenize(text) for text in texts), index, state["max_len"], state["truncate"], state["pad"]
-    )
-
-
-# -- reading files ---------------------------------------------------------------
-
-
-def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """``(line number, bytes)`` of each line of a file (gzip-compressed if it ends in ``.gz``), streamed.
-
-    Lines are split on ``\\n`` only (``str.splitlines`` would also split on U+0085, NEL,
-    which some reviews contain); a trailing ``\\r`` is dropped, and a final newline
-    does not make an extra empty line. Read errors are :class:`DataError` s naming the file.
-    """
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                yield number, raw.removesuffix(b"\n").removesuffix(b"\r")
-    except (OSError, EOFError) as err:
-        raise DataError(path, f"cannot read file ({err})") from err
-
-
-def decode_line(path: Path, number: int, raw: bytes) -> str:
-    """One line's UTF-8 text; a :class:`DataError` naming the file, line and byte if it is not UTF-8."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        problem = f"not UTF-8 text ({err.reason} at byte {err.start} of the line)"
-        raise DataError(path, problem, line=number) from None
-
-
-def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of each line of a UTF-8 file, streamed (see :func:`iter_raw_lines`)."""
-    for number, raw in iter_raw_lines(path):
-        yield number, decode_line(path, number, raw)
-
-
-def read_text_lines(path: Path) -> list[str]:
-    """All lines of a UTF-8 file (see :func:`iter_raw_lines`), in memory."""
-    return [text for _, text in iter_text_lines(path)]
-
-
-def iter_labeled_rows(path: str | Path) -> Iterator[tuple[int, str, str]]:
-    """``(line number, raw label, text)`` of each data row of a tab-separated file, streamed.
-
-    The header names ``label`` and ``text`` columns (other columns are ignored);
-    fields are not quoted (a review may start with ``"``); empty lines are skipped.
-    Raises :class:`DataError` naming the file and line for undecodable bytes, a
-    missing column, a row with the wrong number of fields, an empty label, or a
-    file without a header or without data rows.
-    """
-    path = Path(path)
-    lines = iter_raw_lines(path)
-    first = next(lines, None)
-    if first is None:
-        raise DataError(path, "file is empty (expected a header row with 'label' and 'text' columns)")
-    header = [name.strip() for name in decode_line(path, *first).split("\t")]
-    missing = [column for column in (LABEL_COLUMN, TEXT_COLUMN) if column not in header]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}; tab-separated header has {header}", line=1)
-    label_at, text_at = header.index(LABEL_COLUMN), header.index(TEXT_COLUMN)
-    found_rows = False
-    for number, raw in lines:
-        if not raw:
-            continue
-        fields = decode_line(path, number, raw).split("\t")
-        if len(fields) != len(header):
-            raise DataError(path, f"expected {len(header)} tab-separated fields, found {len(fields)}", line=number)
-        label = fields[label_at].strip()
-        if not label:
-            raise DataError(path, f"column '{LABEL_COLUMN}' is empty", line=number)
-        found_rows = True
-        yield number, label, fields[text_at]
-    if not found_rows:
-        raise DataError(path, "file has a header but no data rows")
-
-
-def read_labeled_texts(path: str | Path) -> tuple[list[str], list[str], list[int]]:
-    """Every row of :func:`iter_labeled_rows` in memory: ``(raw labels, texts, 1-based line numbers)``."""
-    labels, texts, numbers = [], [], []
-    for number, label, text in iter_labeled_rows(path):
-        labels.append(label)
-        texts.append(text)
-        numbers.append(number)
-    return labels, texts, numbers
-
-
-def label_values(labels: Iterable[str]) -> list[str]:
-    """The distinct raw labels in class-id order: numerically sorted if all are integers, else alphabetically."""
-    distinct = set(labels)
-    try:
-        return sorted(distinct, key=int)
-    except ValueError:
-        return sorted(distinct)
 
 
 def _strings_to_arrays(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +97,7 @@ class ProvisionalTokenIds:
         self.counts += np.bincount(provisional_ids, minlength=len(self.counts))
 
     def vocabulary(self, max_size: int, min_freq: int) -> list[str]:
-        """:func:`build_vocabulary`'s result for the counted tokens."""
+        """:func:`~datamodules.text_encoding.vocabulary_from_counts` of the counted tokens."""
         tokens = list(self.ids)
         counts = {tokens[i]: int(self.counts[i]) for i in np.flatnonzero(self.counts).tolist()}
         return vocabulary_from_counts(counts, max_size, min_freq)
@@ -301,7 +111,7 @@ class ProvisionalTokenIds:
 
 
 def truncated(ids: list[int], max_len: int, side: Side) -> list[int]:
-    """At most ``max_len`` of ``ids``: the first (``side="right"``) or the last ones (``"left"``), as :func:`encode`."""
+    """At most ``max_len`` of ``ids``: the first (``side="right"``) or the last ones (``"left"``), as ``encode``."""
     if len(ids) <= max_len:
         return ids
     return ids[-max_len:] if side == "left" else ids[:max_len]
@@ -350,16 +160,6 @@ def append_final_ids(writer: CacheWriter, name: str, scratch: Path, lookup: np.n
         while (chunk := np.fromfile(handle, dtype=np.int32, count=REMAP_CHUNK_IDS)).size:
             writer.append(name, lookup[chunk])
     scratch.unlink()
-
-
-def scan_labels(path: Path) -> tuple[list[str], np.ndarray]:
-    """Check every row of a labeled TSV (without tokenising): ``(distinct labels in order seen, int64[rows] codes)``.
-
-    Row ``r``'s label is ``distinct[codes[r]]``.
-    """
-    code_of: dict[str, int] = {}
-    codes = array.array("q", (code_of.setdefault(label, len(code_of)) for _, label, _ in iter_labeled_rows(path)))
-    return list(code_of), np.frombuffer(codes, dtype=np.int64).copy()
 
 
 class IMDBDataModule(TaskDataModule):

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.base import BatchIndexedTensors, TaskDataModule, parse_float, read_csv_rows, train_val_split
+from datamodules.base import TaskDataModule, parse_float, read_csv_rows, train_val_split
+from datamodules.batches import BatchIndexedTensors
 from datamodules.errors import DataError
 
 FeatureSet = Literal["tutorial", "extended"]

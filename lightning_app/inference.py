@@ -24,17 +24,14 @@ class LoadedCheckpoint:
     def datamodule(self, **overrides: Any) -> TaskDataModule:
         """The task's DataModule with the settings the checkpoint was trained with, ``overrides`` on top.
 
-        Overrides set to ``None`` are ignored; ones the DataModule does not take are dropped.
+        Overrides set to ``None`` are ignored. Settings and overrides the DataModule does not take are dropped
+        (covid19 checkpoints written before its unused ``seed`` argument was removed still hold one).
         """
         settings = dict(self.checkpoint.get("datamodule_hyper_parameters") or {})
-        settings.update(
-            {
-                key: value
-                for key, value in overrides.items()
-                if value is not None and accepts_argument(self.task.datamodule, key)
-            }
+        settings.update({key: value for key, value in overrides.items() if value is not None})
+        return self.task.datamodule(
+            **{key: value for key, value in settings.items() if accepts_argument(self.task.datamodule, key)}
         )
-        return self.task.datamodule(**settings)
 
 
 def load_checkpoint(path: str | Path, task_name: str | None = None) -> LoadedCheckpoint:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from datamodules.base import CsvRow, csv_header, iter_csv_rows
-from datamodules.cifar2 import read_image
 from datamodules.covid import daily_from_state
 from datamodules.errors import DataError
-from datamodules.imdb import decode_line, iter_raw_lines
+from datamodules.image_folder import read_image
+from datamodules.text_files import decode_line, iter_raw_lines
 from datamodules.titanic import INPUT_COLUMNS, Passenger, parse_passenger
 from lightning_app.errors import UsageError
 from lightning_app.figures import forecast_figure

@@ -24,7 +24,7 @@ from lightning_app.predictors import (
     predict_titanic,
 )
 from lightning_app.raw_inputs import StreamedInputs
-from lightning_app.review import ConfusionMatrixFigure, ImagePredictionGrid, PRCurve, ReviewTable
+from lightning_app.review import ConfusionMatrixFigure, ImagePredictionGrid, PRCurve, ValidationTextTable
 from lightning_app.tune.space import Choice, FloatRange, IntRange, Param
 
 
@@ -166,7 +166,7 @@ TASKS: dict[str, Task] = {
             datamodule=IMDBDataModule,
             module=IMDBModule,
             predictor=predict_imdb,
-            review_callbacks=lambda: [PRCurve(), ReviewTable()],
+            review_callbacks=lambda: [PRCurve(), ValidationTextTable()],
             variants={
                 "default": Variant(
                     "NBSVM over distinct words and hashed 2-3-grams plus a fastText bigram bag, Adagrad, one epoch",

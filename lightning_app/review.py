@@ -19,8 +19,8 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchmetrics.functional.classification import binary_confusion_matrix, multiclass_confusion_matrix
 
-#: Characters of each review shown in the TensorBoard review table.
-REVIEW_TABLE_CHARS = 300
+#: Characters of each text shown in the TensorBoard table of validation texts.
+TEXT_TABLE_CHARS = 300
 
 
 def tensorboard_logger(trainer: pl.Trainer) -> TensorBoardLogger | None:
@@ -134,12 +134,12 @@ class ImagePredictionGrid(ValidationReview):
         logger.experiment.add_figure("val/predictions", figure, global_step=trainer.global_step)
 
 
-def _markdown_cell(text: str, limit: int = REVIEW_TABLE_CHARS) -> str:
+def _markdown_cell(text: str, limit: int = TEXT_TABLE_CHARS) -> str:
     text = text.replace("<br />", " ").replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= limit else text[:limit].rstrip() + " ..."
 
 
-class ReviewTable(pl.Callback):
+class ValidationTextTable(pl.Callback):
     """``val/examples``: a markdown table of a few validation texts with true and predicted labels (TEXT tab).
 
     The texts come from the DataModule's ``val_examples`` (``[(text, class_id), ...]``,

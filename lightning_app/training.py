@@ -195,14 +195,15 @@ def resolve_config(config: FitConfig) -> tuple[Task, Variant, FitConfig]:
 def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
     """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
     task, _, config = resolve_config(config)
-    # Only DataModules that cache preprocessed data take a cache folder.
-    cache_kwargs = {"cache_dir": config.cache_dir} if accepts_argument(task.datamodule, "cache_dir") else {}
+    # Only DataModules that cache preprocessed data take a cache folder, only those that draw a split or order a seed.
+    optional_flags = {
+        name: getattr(config, name) for name in ("cache_dir", "seed") if accepts_argument(task.datamodule, name)
+    }
     datamodule = task.datamodule(
         data_dir=config.data_dir,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
-        seed=config.seed,
-        **cache_kwargs,
+        **optional_flags,
         **config.datamodule_kwargs,
     )
     datamodule.prepare_data()

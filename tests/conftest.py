@@ -197,7 +197,7 @@ def score(checkpoint, task, overrides):
         from datamodules.titanic import read_passengers
         raw_inputs = read_passengers(datamodule.require_file("test.csv"), with_label=False)
     elif task == "imdb":
-        from datamodules.imdb import read_labeled_texts
+        from datamodules.text_files import read_labeled_texts
         texts = read_labeled_texts(datamodule.split_file("test"))[1]
         raw_inputs = [texts[i] for i in datamodule.test_order.tolist()]  # the DataModule's seeded test order
     else:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 import datamodules.base
 from datamodules import TitanicDataModule
-from datamodules.base import BatchIndexedTensors, PaddedRaggedRows, TensorBatchLoader, keep_batch
+from datamodules.batches import BatchIndexedTensors, PaddedRaggedRows, TensorBatchLoader, keep_batch
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError
-from datamodules.covid import COUNT_COLUMNS, daily_differences, make_windows, read_cumulative_counts
+from datamodules.covid import COUNT_COLUMNS, daily_differences, make_windows, read_counts
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models import Covid19Module
 
 
 def test_reads_the_bundled_file():
-    dates, counts = read_cumulative_counts(PACKAGED_DATA_DIR / "covid19" / "covid-19.csv")
+    dates, _, counts = read_counts(PACKAGED_DATA_DIR / "covid19" / "covid-19.csv", "cumulative")
     assert (dates[0], dates[-1], counts.shape) == ("2020-01-24", "2020-03-10", (47, 3))
     assert counts[0].tolist() == [830.0, 34.0, 25.0]
 
@@ -280,3 +280,19 @@ def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, n
     scripted = torch.jit.load(str(tmp_path / "x" / "model.pt"))
     window = torch.rand(2, 8, num_series) * 100
     assert torch.allclose(scripted(window), module.predict_step((window,), 0), atol=1e-4)
+
+
+def test_fit_passes_no_seed_and_older_checkpoints_with_one_still_load(tiny_fit, tmp_path, capsys):
+    from lightning_app import test as test_cli
+    from lightning_app.inference import load_checkpoint
+
+    result = tiny_fit("covid19")
+    checkpoint = torch.load(result.best_model_path, weights_only=True)
+    assert "seed" not in checkpoint["datamodule_hyper_parameters"]
+    # covid19 checkpoints written while Covid19DataModule took an (unused) seed hold one in their settings
+    checkpoint["datamodule_hyper_parameters"]["seed"] = 42
+    older = tmp_path / "older.ckpt"
+    torch.save(checkpoint, older)
+    assert load_checkpoint(older, "covid19").datamodule().hparams.window == 8
+    assert test_cli.main(["--task", "covid19", "--ckpt", str(older), "--format", "json"]) == 0
+    assert "test/mae" in capsys.readouterr().out

@@ -19,7 +19,7 @@ from datamodules.cache import MANIFEST_NAME
 from lightning_app import test as test_cli
 from lightning_app.cli import run_cli
 from lightning_app.inference import load_checkpoint
-from lightning_app.tensorboard import read_scalars
+from lightning_app.run_reader import read_scalars
 
 
 def _free_port() -> int:

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -26,7 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError, TitanicDataModule
-from datamodules.covid import COUNT_COLUMNS, DATE_COLUMN, daily_differences, make_windows, read_cumulative_counts
+from datamodules.covid import COUNT_COLUMNS, DATE_COLUMN, daily_differences, make_windows, read_counts
 from datamodules.titanic import (
     EXTENDED_FEATURES,
     INPUT_COLUMNS,
@@ -232,22 +233,22 @@ def test_features_of_valid_passengers_are_finite(rows, holdout):
 
 @FUZZ
 @given(text=any_text)
-def test_read_cumulative_counts_on_arbitrary_text(text):
+def test_read_counts_on_arbitrary_text(text):
     with scratch_dir() as folder:
         path = folder / "covid-19.csv"
         path.write_text("\t".join(COVID_HEADER) + "\n" + text, encoding="utf-8")
-        only_data_errors(read_cumulative_counts, path)
+        only_data_errors(read_counts, path, "cumulative")
 
 
 @FUZZ
 @given(rows=any_covid_rows, quoted=st.booleans())
-def test_read_cumulative_counts_on_arbitrary_rows(rows, quoted):
+def test_read_counts_on_arbitrary_rows(rows, quoted):
     with scratch_dir() as folder:
         path = folder / "covid-19.csv"
         path.write_text(to_delimited(rows, COVID_HEADER, "\t", quoted), encoding="utf-8")
-        result = only_data_errors(read_cumulative_counts, path)
+        result = only_data_errors(read_counts, path, "cumulative")
         if result is not None:
-            dates, counts = result
+            dates, _, counts = result
             assert counts.shape == (len(rows), len(COUNT_COLUMNS)) and len(dates) == len(rows)
             assert dates == sorted(set(dates))
             assert torch.isfinite(counts).all() and (counts >= 0).all()
@@ -356,15 +357,9 @@ def test_covid_out_of_range_counts(covid_dir, value):
 
 # ---------------------------------------------------------------------------------------------- IMDB
 
-from datamodules.imdb import (  # noqa: E402
-    PAD_ID,
-    UNK_ID,
-    IMDBDataModule,
-    build_vocabulary,
-    encode_texts,
-    get_tokenizer,
-    read_labeled_texts,
-)
+from datamodules.imdb import IMDBDataModule  # noqa: E402
+from datamodules.text_encoding import PAD_ID, UNK_ID, encode_texts, get_tokenizer, vocabulary_from_counts  # noqa: E402
+from datamodules.text_files import read_labeled_texts  # noqa: E402
 
 REVIEW_TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\t\n"), max_size=200
@@ -391,7 +386,8 @@ def test_any_string_tokenizes_without_line_breaks_or_br_tags(text, tokenizer):
 )
 def test_encoding_stays_inside_the_vocabulary_and_the_length(texts, tokenizer, max_len, sides):
     tokenize = get_tokenizer(tokenizer)
-    vocabulary = build_vocabulary([tokenize(text) for text in texts[: len(texts) // 2 + 1]], max_size=50)
+    counts = Counter(token for text in texts[: len(texts) // 2 + 1] for token in tokenize(text))
+    vocabulary = vocabulary_from_counts(counts, max_size=50)
     assert vocabulary[PAD_ID] == "<pad>" and vocabulary[UNK_ID] == "<unk>"
     state = {
         "tokenizer": tokenizer,

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,19 +19,20 @@ from synthetic_data import FILLER, synthetic_reviews, write_tiny_data, write_tsv
 from torch.utils.data import DataLoader
 
 from datamodules import DataError, IMDBDataModule
-from datamodules.base import PACKAGED_DATA_DIR, BatchIndexedTensors, keep_batch, train_val_split
-from datamodules.imdb import (
+from datamodules.base import PACKAGED_DATA_DIR, train_val_split
+from datamodules.batches import BatchIndexedTensors, keep_batch
+from datamodules.text_encoding import (
     PAD_ID,
     TOKENIZERS,
     UNK_ID,
-    build_vocabulary,
     encode,
     encode_texts,
-    read_labeled_texts,
     tutorial_tokenize,
+    vocabulary_from_counts,
     vocabulary_index,
     words_tokenize,
 )
+from datamodules.text_files import read_labeled_texts
 from lightning_app import test as test_cli
 from lightning_app.cli import run_cli
 from lightning_app.export import export
@@ -65,12 +67,13 @@ def test_words_tokenizer_keeps_apostrophes_and_marks() -> None:
 
 def test_vocabulary_reserves_pad_and_unk_and_orders_by_frequency() -> None:
     docs = [["b", "a", "c", "a"], ["c", "a", "d", "<pad>", "<unk>"], ["e"]]
-    vocab = build_vocabulary(docs, max_size=5)
+    counts = Counter(token for doc in docs for token in doc)
+    vocab = vocabulary_from_counts(counts, max_size=5)
     assert vocab[PAD_ID] == "<pad>" and vocab[UNK_ID] == "<unk>"
     assert vocab == ["<pad>", "<unk>", "a", "c", "b"]  # a:3, c:2, then b/d/e tie at 1 -> alphabetical
-    assert build_vocabulary(docs, max_size=100, min_freq=2) == ["<pad>", "<unk>", "a", "c"]
+    assert vocabulary_from_counts(counts, max_size=100, min_freq=2) == ["<pad>", "<unk>", "a", "c"]
     with pytest.raises(ValueError):
-        build_vocabulary(docs, max_size=1)
+        vocabulary_from_counts(counts, max_size=1)
 
 
 def test_encode_unknown_words_truncation_and_padding_sides() -> None:
@@ -211,7 +214,7 @@ def test_streamed_cache_serves_the_batches_of_in_memory_encoding(
     tmp_path: Path, tokenizer: str, truncate: str, pad: str
 ) -> None:
     """The cache (unpadded ids, vocabulary counted while streaming) gives, batch for batch, what encoding every review
-    in memory gives: the vocabulary of :func:`build_vocabulary` on the train part, the padded ids of
+    in memory gives: the vocabulary of :func:`vocabulary_from_counts` on the train part, the padded ids of
     :func:`encode_texts`, the labels, and with a seed the same shuffled training batches as a DataLoader over them."""
     data = bundled_sample(tmp_path / "data")
     settings = {"max_len": 64, "vocab_size": 700, "min_freq": 2, "tokenizer": tokenizer, "truncate": truncate}
@@ -224,7 +227,8 @@ def test_streamed_cache_serves_the_batches_of_in_memory_encoding(
     test_labels, test_texts, _ = read_labeled_texts(data / "test.tsv")
     train_index, val_index = train_val_split(len(texts), 0.2, dm.hparams.seed, data / "train.tsv")
     tokenize = TOKENIZERS[tokenizer]
-    vocabulary = build_vocabulary((tokenize(texts[i]) for i in train_index.tolist()), 700, min_freq=2)
+    train_counts = Counter(token for i in train_index.tolist() for token in tokenize(texts[i]))
+    vocabulary = vocabulary_from_counts(train_counts, 700, min_freq=2)
     state = {**dm.preprocessing_state()}
     assert state["vocabulary"] == vocabulary and len(vocabulary) == 700
     ids = encode_texts(texts, state)

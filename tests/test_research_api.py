@@ -18,7 +18,7 @@ from lightning_app.fit import main as fit_main
 from lightning_app.fit import parse_config
 from lightning_app.models import TitanicModule
 from lightning_app.registry import TASKS, class_defaults
-from lightning_app.training import FitConfig, build_datamodule_and_module, resolve_config
+from lightning_app.training import FitConfig, accepts_argument, build_datamodule_and_module, resolve_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 #: Arguments that say where data lives rather than what is trained.
@@ -36,8 +36,9 @@ def test_classes_built_without_arguments_are_what_fit_trains_by_default(task_nam
     task = TASKS[task_name]
     _, _, config = resolve_config(FitConfig(task=task_name))
     assert task.variants["default"].module_kwargs == {} and task.variants["default"].datamodule_kwargs == {}
+    seed = {"seed": config.seed} if accepts_argument(task.datamodule, "seed") else {}  # as fit passes it
     fit_datamodule = task.datamodule(
-        batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers, **config.datamodule_kwargs
+        batch_size=config.batch_size, num_workers=config.num_workers, **seed, **config.datamodule_kwargs
     )
     assert dict(fit_datamodule.hparams) == dict(task.datamodule().hparams)
     sizes = {name: class_defaults(task.module)[name] for name in task.module.sizes_from_data}

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from lightning_app.tensorboard import read_hparams, read_images, read_scalars, read_texts
+from lightning_app.run_reader import read_hparams, read_images, read_scalars, read_texts
 
 STARTUP_TIMEOUT_S = 60
 EXTRAS_RUN = "extras/version_0"

@@ -14,7 +14,7 @@ import pytest
 from lightning_app.cli import run_cli
 from lightning_app.fit import parse_config
 from lightning_app.registry import TASKS
-from lightning_app.tensorboard import read_scalars
+from lightning_app.run_reader import read_scalars
 from lightning_app.tune.cli import main as tune_main
 from lightning_app.tune.report import HISTORY_PLOT, IMPORTANCE_PLOT
 from lightning_app.tune.space import Choice, FloatRange, IntRange, check_search_space, parse_param, tunable_defaults

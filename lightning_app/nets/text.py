@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PAD_ID = 0
+from datamodules.text_encoding import PAD_ID
+
 #: Multiplier of the n-gram hash; a prime larger than any vocabulary, so (a, b) pairs spread evenly.
 _NGRAM_PRIME = 1_000_003
 #: Modulus that keeps the hash of 3-grams and longer inside int64 (a Mersenne prime).

@@ -1,4 +1,4 @@
-"""The readers of ``lightning_app.tensorboard`` over event files written here by the real writers."""
+"""The readers of ``lightning_app.run_reader`` over event files written here by the real writers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_app.tensorboard import (
+from lightning_app.run_reader import (
     event_files,
     last_values,
     plot_curves,
