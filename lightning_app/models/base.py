@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
-from lightning_app.raw_inputs import RawChunk
+from lightning_app.batches import RawBatch
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -192,8 +192,9 @@ class TaskModule(pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | list[dict[str, Any]]:
         """Predictions for an encoded batch (``inputs`` or ``(inputs, ...)``: :meth:`predict_encoded`), or the
-        :meth:`predict_raw` records of a :class:`~lightning_app.raw_inputs.RawChunk` of raw inputs."""
-        if isinstance(batch, RawChunk):
+        :meth:`predict_raw` records of a :class:`~lightning_app.batches.RawBatch` of raw inputs (such as the
+        streaming predictors' ``RawChunk``)."""
+        if isinstance(batch, RawBatch):
             return self.predict_raw(batch.inputs) if len(batch) else []
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.predict_encoded(inputs)
