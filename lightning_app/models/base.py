@@ -11,6 +11,7 @@ import torch
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
 from lightning_app.batches import RawBatch
+from lightning_app.optim import Optimization, OptimizerSpec, configure_optimization
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -36,7 +37,9 @@ class TaskModule(pl.LightningModule):
 
     * :meth:`shared_step` ``(batch) -> {"loss", "preds", "target"}`` (and optionally
       ``"baseline"``: the predictions of a reference model such as persistence);
-    * ``configure_optimizers``;
+    * :meth:`optimizer_spec`: the optimizer and schedule as an :class:`~lightning_app.optim.OptimizerSpec` built
+      from the hyperparameters (the base's ``configure_optimizers`` builds them; a subclass may still override
+      ``configure_optimizers`` itself);
     * :meth:`to_predictions` when ``preds`` is not ``forward``'s output
       (e.g. probabilities from logits).
 
@@ -146,6 +149,17 @@ class TaskModule(pl.LightningModule):
             yield
         finally:
             self.train(was_training)
+
+    # -- optimisation -----------------------------------------------------------
+    def optimizer_spec(self) -> OptimizerSpec:
+        """The optimizer and learning-rate schedule, from the hyperparameters (see :mod:`lightning_app.optim`)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither optimizer_spec nor configure_optimizers")
+
+    def configure_optimizers(self) -> Optimization:
+        """:meth:`optimizer_spec` built over ``self.parameters()``; a schedule is sized by the trainer's
+        ``estimated_stepping_batches`` (outside a Trainer: the optimizer alone)."""
+        total_steps = (lambda: self.trainer.estimated_stepping_batches) if self._trainer is not None else None
+        return configure_optimization(self.optimizer_spec(), self.parameters(), total_steps)
 
     # -- steps ----------------------------------------------------------------
     def _step(self, stage: Stage, batch: Any) -> dict[str, torch.Tensor]:

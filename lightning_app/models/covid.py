@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from lightning_app.metrics import (
 )
 from lightning_app.models.base import TaskModule
 from lightning_app.nets import LogTrendCovidNet, ResidualCovidNet, TutorialCovidNet, damped_log_trend, log1p_counts
+from lightning_app.optim import OptimizerSpec, check_choice
 from lightning_app.tables import format_table
 
 CovidNet = Literal["log_trend", "residual_lstm", "tutorial"]
@@ -76,7 +77,7 @@ class Covid19Module(TaskModule):
         lr: learning rate.
         loss: ``"log_l1"`` (mean absolute error on ``log1p`` counts: scale-free), ``"mase"`` (MAE per series
             divided by persistence's on the batch) or ``"mspe"`` (the tutorial's mean squared percentage error).
-        optimizer: ``"adam"`` or ``"adagrad"`` (the tutorial's).
+        optimizer: ``"adam"`` or ``"adagrad"`` (the tutorial's): a name of :data:`lightning_app.optim.OPTIMIZERS`.
         weight_decay: L2 penalty of the optimizer.
         num_layers: LSTM layers (``"residual_lstm"``, ``"tutorial"``: the tutorial's 5).
         hidden_size: LSTM width of ``"residual_lstm"``, width of the correction heads of ``"log_trend"``.
@@ -107,8 +108,7 @@ class Covid19Module(TaskModule):
     ) -> None:
         if loss not in ("log_l1", "mase", "mspe"):
             raise ValueError(f"unknown COVID-19 loss {loss!r}; choose 'log_l1', 'mase' or 'mspe'")
-        if optimizer not in ("adam", "adagrad"):
-            raise ValueError(f"unknown COVID-19 optimizer {optimizer!r}; choose 'adam' or 'adagrad'")
+        check_choice("COVID-19 optimizer", optimizer, get_args(CovidOptimizer))
         if not 0 < interval < 1:
             raise ValueError(f"interval must be between 0 and 1, got {interval}")
         metrics = MetricCollection(
@@ -161,9 +161,9 @@ class Covid19Module(TaskModule):
             "trend": damped_log_trend(window),
         }
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = torch.optim.Adagrad if self.hparams.optimizer == "adagrad" else torch.optim.Adam
-        return optimizer(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def optimizer_spec(self) -> OptimizerSpec:
+        """``optimizer`` with ``weight_decay`` (L2) at a constant ``lr``."""
+        return OptimizerSpec(self.hparams.optimizer, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # -- metrics --------------------------------------------------------------
     def scalar_metrics(self, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:

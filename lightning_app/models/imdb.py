@@ -12,6 +12,7 @@ from torch import nn
 from datamodules.imdb import encode_texts, vocabulary_index
 from lightning_app.models.classifier import ClassifierModule
 from lightning_app.nets import BigramBagNet, NBBagNet, TutorialTextCNN
+from lightning_app.optim import OptimizerSpec
 
 TextNet = Literal["nb_bag", "bigram_bag", "tutorial_cnn"]
 
@@ -92,8 +93,9 @@ class IMDBModule(ClassifierModule):
         )
         self._index: dict[str, int] | None = None
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adagrad(self.parameters(), lr=self.hparams.lr)
+    def optimizer_spec(self) -> OptimizerSpec:
+        """Adagrad at a constant ``lr`` (the tutorial's optimizer; it also takes the bags' sparse gradients)."""
+        return OptimizerSpec("adagrad", lr=self.hparams.lr)
 
     def on_train_start(self) -> None:
         super().on_train_start()

@@ -1,0 +1,108 @@
+"""The model-logic seams: optimizers from specs."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TitanicModule
+from lightning_app.optim import OPTIMIZERS, OptimizerSpec, configure_optimization
+
+
+def _groups(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Every param group's settings and parameter ids: what must match the previous per-module construction."""
+    return [
+        {**{k: v for k, v in group.items() if k != "params"}, "params": [id(p) for p in group["params"]]}
+        for group in optimizer.param_groups
+    ]
+
+
+def _same_optimizer(built: torch.optim.Optimizer, expected: torch.optim.Optimizer) -> None:
+    assert type(built) is type(expected)
+    assert _groups(built) == _groups(expected)
+
+
+def test_each_task_builds_the_optimizer_its_hyperparameters_name():
+    """The spec reproduces what each module constructed by hand before (class, groups, defaults, values)."""
+    module = TitanicModule()
+    _same_optimizer(module.configure_optimizers(), torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=1e-2))
+    module = TitanicModule(net="tutorial", optimizer="adam", lr=1e-2)
+    _same_optimizer(module.configure_optimizers(), torch.optim.Adam(module.parameters(), lr=1e-2))
+    module = Covid19Module()
+    _same_optimizer(module.configure_optimizers(), torch.optim.Adam(module.parameters(), lr=0.01, weight_decay=0.0))
+    module = Covid19Module(net="tutorial", optimizer="adagrad", lr=0.1, weight_decay=1e-4)
+    _same_optimizer(module.configure_optimizers(), torch.optim.Adagrad(module.parameters(), lr=0.1, weight_decay=1e-4))
+    module = IMDBModule(vocab_size=100, max_len=20, nb_buckets=64)
+    _same_optimizer(module.configure_optimizers(), torch.optim.Adagrad(module.parameters(), lr=0.1))
+    module = Cifar2Module(net="tutorial")
+    decay = [p for p in module.parameters() if p.ndim > 1]
+    no_decay = [p for p in module.parameters() if p.ndim <= 1]
+    expected = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+    )
+    _same_optimizer(module.configure_optimizers(), expected)  # outside a Trainer: no schedule to size
+
+
+def test_one_cycle_is_stepped_per_batch_and_skipped_for_tiny_runs():
+    spec = Cifar2Module(net="tutorial").optimizer_spec()
+    assert spec.schedule == "one_cycle"
+    params = [torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))]
+    built = configure_optimization(spec, params, total_steps=lambda: 40.0)
+    scheduler = built["lr_scheduler"]
+    assert isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.OneCycleLR) and scheduler["interval"] == "step"
+    assert scheduler["scheduler"].total_steps == 40
+    assert isinstance(configure_optimization(spec, params, total_steps=lambda: 3.0), torch.optim.SGD)
+    assert isinstance(configure_optimization(spec, params, total_steps=lambda: float("inf")), torch.optim.SGD)
+    constant = OptimizerSpec("sgd", lr=0.1, schedule="constant")
+    assert isinstance(configure_optimization(constant, params, total_steps=lambda: 1 / 0), torch.optim.SGD)
+
+
+def test_unknown_optimizer_or_schedule_names_the_choices():
+    with pytest.raises(ValueError, match="'adam', 'adamw', 'adagrad', 'sgd'"):
+        OptimizerSpec("lbfgs", lr=0.1)
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'"):
+        OptimizerSpec("sgd", lr=0.1, schedule="cosine")
+    with pytest.raises(ValueError, match="unknown Titanic optimizer 'sgd'; choose from 'adamw', 'adam'"):
+        TitanicModule(optimizer="sgd")
+    with pytest.raises(ValueError, match="unknown COVID-19 optimizer"):
+        Covid19Module(optimizer="adamw")
+    assert set(OPTIMIZERS) == {"adam", "adamw", "adagrad", "sgd"}
+
+
+def _checkpoint_without(module: pl.LightningModule, path, *hparams: str) -> None:
+    """Save ``module`` as a checkpoint written before ``hparams`` existed (they are left out of it)."""
+    saved = {key: value for key, value in module.hparams.items() if key not in hparams}
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": saved,
+        "pytorch-lightning_version": pl.__version__,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize(
+    ("module", "removed", "expected"),
+    [
+        (TitanicModule(net="tutorial"), ("optimizer",), torch.optim.Adam),
+        (Covid19Module(net="tutorial"), ("optimizer", "loss"), torch.optim.Adagrad),
+        (Cifar2Module(net="tutorial"), ("schedule", "momentum", "nesterov", "flip_average"), torch.optim.SGD),
+    ],
+    ids=["titanic", "covid19", "cifar2"],
+)
+def test_old_style_hparams_checkpoints_load_safely_and_get_their_optimizer(tmp_path, module, removed, expected):
+    path = tmp_path / "old.ckpt"
+    _checkpoint_without(module, path, *removed)
+    loaded = type(module).load_from_checkpoint(path, weights_only=True)
+    optimizer = loaded.configure_optimizers()
+    assert type(optimizer) is expected
+    if isinstance(loaded, Cifar2Module):  # the tutorial's plain SGD at a constant rate
+        assert loaded.optimizer_spec().schedule == "constant"
+        assert {group["momentum"] for group in optimizer.param_groups} == {0.0}
+        assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0}
+    if isinstance(loaded, Covid19Module):
+        assert loaded.hparams.loss == "mspe"
