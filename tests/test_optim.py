@@ -1,4 +1,4 @@
-"""The model-logic seams: optimizers from specs."""
+"""The model-logic seams: optimizers from specs, the training-data hook, the roll-out source."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from datamodules import Covid19DataModule, TitanicDataModule
 from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TitanicModule
+from lightning_app.models.covid import RolloutSource
 from lightning_app.optim import OPTIMIZERS, OptimizerSpec, configure_optimization
 
 
@@ -106,3 +108,33 @@ def test_old_style_hparams_checkpoints_load_safely_and_get_their_optimizer(tmp_p
         assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0}
     if isinstance(loaded, Covid19Module):
         assert loaded.hparams.loss == "mspe"
+
+
+class _CountingModule(TitanicModule):
+    def fit_before_training(self, batches):
+        self.seen = sum(len(labels) for _, labels in batches)
+
+
+def test_fit_before_training_gets_the_runs_training_batches_once():
+    datamodule = TitanicDataModule(batch_size=50)
+    datamodule.setup("fit")
+    module = _CountingModule(**datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    assert module.seen == 150  # the three batches this run trains on, not the whole split
+
+
+def _tester() -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+def test_the_roll_out_is_scored_only_with_a_rollout_source():
+    datamodule = Covid19DataModule()
+    assert isinstance(datamodule, RolloutSource)
+    datamodule.setup("fit")
+    module = Covid19Module(**datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
+    results = _tester().test(module, datamodule=datamodule, verbose=False)[0]
+    assert {"test/rollout_mae", "test/persistence_rollout_mae"} <= set(results)
+    results = _tester().test(module, dataloaders=datamodule.test_dataloader(), verbose=False)[0]
+    assert "test/mae" in results and "test/rollout_mae" not in results

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
@@ -41,7 +43,8 @@ class TaskModule(pl.LightningModule):
       from the hyperparameters (the base's ``configure_optimizers`` builds them; a subclass may still override
       ``configure_optimizers`` itself);
     * :meth:`to_predictions` when ``preds`` is not ``forward``'s output
-      (e.g. probabilities from logits).
+      (e.g. probabilities from logits);
+    * optionally :meth:`fit_before_training`: state fitted on the training batches before the first step.
 
     Step outputs: ``training_step``, ``validation_step`` and ``test_step`` return
     :meth:`shared_step`'s dict (the loss, everything else detached), so Lightning
@@ -161,6 +164,23 @@ class TaskModule(pl.LightningModule):
         total_steps = (lambda: self.trainer.estimated_stepping_batches) if self._trainer is not None else None
         return configure_optimization(self.optimizer_spec(), self.parameters(), total_steps)
 
+    # -- state fitted on the training data ---------------------------------------
+    def fit_before_training(self, batches: Iterable[Any]) -> None:
+        """Hook: fit state that must exist before the first optimizer step (statistics of the training data).
+
+        Called once per ``trainer.fit``, from ``on_train_start``, with :meth:`training_batches`: an iterable that
+        reads nothing until iterated, so a module with nothing to fit costs nothing (and draws no random numbers).
+        In a multi-process run each process gets its own share of the batches; combine the processes' results
+        with ``self.trainer.strategy.reduce``. The default fits nothing.
+        """
+
+    def training_batches(self) -> Iterator[Any]:
+        """One pass over the batches this process trains on in this run: the trainer's training loader (with its
+        distributed sampler), cut to ``trainer.num_training_batches`` (``--limit-train-batches``,
+        ``--fast-dev-run``). Lazy: the loader is only opened on the first ``next``."""
+        limit = self.trainer.num_training_batches  # inf when the loader has no length
+        yield from itertools.islice(self.trainer.train_dataloader, None if math.isinf(limit) else int(limit))
+
     # -- steps ----------------------------------------------------------------
     def _step(self, stage: Stage, batch: Any) -> dict[str, torch.Tensor]:
         """Run :meth:`shared_step`, queue its outputs for the stage's metrics and return them (nothing logged)."""
@@ -260,6 +280,7 @@ class TaskModule(pl.LightningModule):
         self.val_metrics.reset()
         self.val_loss.reset()
         self.val_best.reset()
+        self.fit_before_training(self.training_batches())
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

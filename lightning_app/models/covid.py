@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, Protocol, get_args, runtime_checkable
 
 import torch
 from torch import nn
@@ -29,6 +29,20 @@ CovidOptimizer = Literal["adam", "adagrad"]
 PER_SERIES_METRICS = ("mae", "mase", "trend_mae", "trend_mase")
 #: Days of the multi-step forecast scored at the start of the test period.
 ROLLOUT_DAYS = 7
+
+
+@runtime_checkable
+class RolloutSource(Protocol):
+    """What :class:`Covid19Module` reads at the end of its test epoch to score a multi-day roll-out.
+
+    The DataModule a Trainer tests the module with provides it (:class:`~datamodules.Covid19DataModule` does); with
+    any other DataModule, or none, the test stage logs no roll-out metrics.
+    """
+
+    def rollout_period(self, days: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(history float32[T >= window, C], actual float32[D <= days, C])``: the days before the test period
+        and its first ``D`` days."""
+        ...
 
 
 class Forecast(NamedTuple):
@@ -58,8 +72,9 @@ class Covid19Module(TaskModule):
     ``<stage>/trend_mase_<column>``), and the tutorial's MSPE. The test stage
     also scores a 7-day roll-out from the start of the test period, the model
     feeding its forecasts back (``test/rollout_mae``), against persistence held
-    flat (``test/persistence_rollout_mae``). Built with no arguments it is the
-    registry's default model.
+    flat (``test/persistence_rollout_mae``), when the test DataModule is a
+    :class:`RolloutSource` (see :meth:`rollout_source`). Built with no arguments
+    it is the registry's default model.
 
     Forecast intervals: after every validation epoch the module keeps the
     ``(1 - interval) / 2`` and ``(1 + interval) / 2`` quantiles of the
@@ -195,12 +210,18 @@ class Covid19Module(TaskModule):
         # The interval always holds the point forecast, even when every residual has one sign.
         self.residual_quantiles.copy_(torch.stack([quantiles[0].clamp_max(0), quantiles[1].clamp_min(0)]))
 
+    def rollout_source(self) -> RolloutSource | None:
+        """Hook: where the test-time roll-out reads its days: the DataModule the trainer tests with when it is a
+        :class:`RolloutSource`, else ``None`` (no roll-out metrics). Override to score another period."""
+        datamodule = self.trainer.datamodule
+        return datamodule if isinstance(datamodule, RolloutSource) else None
+
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "rollout_period"):
+        source = self.rollout_source()
+        if source is None:
             return
-        history, actual = datamodule.rollout_period(ROLLOUT_DAYS)
+        history, actual = source.rollout_period(ROLLOUT_DAYS)
         rollout = self.forecast(len(actual), history).point
         self.log_dict(
             {
