@@ -1,4 +1,4 @@
-"""The model-logic seams: optimizers from specs, the training-data hook, the roll-out source."""
+"""The model-logic seams: optimizers from specs, the training-data hook, the roll-out source, reports, raw batches."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules import Covid19DataModule, TitanicDataModule
-from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TitanicModule
+from datamodules.titanic import read_passengers
+from lightning_app.batches import RawBatch
+from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TaskModule, TitanicModule
 from lightning_app.models.covid import RolloutSource
 from lightning_app.optim import OPTIMIZERS, OptimizerSpec, configure_optimization
+from lightning_app.raw_inputs import RawChunk
+from lightning_app.reporting import summary_sections
 
 
 def _groups(optimizer: torch.optim.Optimizer) -> list[dict]:
@@ -138,3 +142,30 @@ def test_the_roll_out_is_scored_only_with_a_rollout_source():
     assert {"test/rollout_mae", "test/persistence_rollout_mae"} <= set(results)
     results = _tester().test(module, dataloaders=datamodule.test_dataloader(), verbose=False)[0]
     assert "test/mae" in results and "test/rollout_mae" not in results
+
+
+def test_reports_format_the_numbers_the_forecaster_logs():
+    module = Covid19Module(num_series=2, preprocessing={"columns": ["a", "b"]})
+    metrics = {f"test/{name}_{column}": 1.5 for name in ("mae", "persistence_mae", "mase", "trend_mae", "trend_mase")
+               for column in ("a", "b")}  # fmt: skip
+    metrics |= {"test/rollout_mae": 2.0, "test/persistence_rollout_mae": 3.0, "test/mae": 1.5}
+    sections, shown = summary_sections(module, metrics)
+    assert sections[0].splitlines()[0].split() == ["test", "series", "model", "MAE", "persistence", "MAE", "MASE",
+                                                   "trend", "MAE", "trend", "MASE"]  # fmt: skip
+    assert sections[1].startswith("7-day roll-out") and "model 2, persistence held flat 3" in sections[1]
+    assert shown == set(metrics) - {"test/mae"}
+    assert summary_sections(TitanicModule(), {"test/acc": 0.8}) == ([], set())
+    assert not hasattr(TaskModule, "summary_sections")
+
+
+def test_predict_step_scores_any_raw_batch_and_the_cli_chunk_is_one():
+    datamodule = TitanicDataModule()
+    datamodule.setup("fit")
+    module = TitanicModule(**datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
+    passengers = read_passengers(datamodule.data_dir / "test.csv", with_label=False)[:3]
+    records = module.predict_step(RawBatch(passengers), 0)
+    assert len(records) == 3 and {"label", "probability"} <= set(records[0])
+    assert module.predict_step(RawBatch([]), 0) == []
+    chunk = RawChunk(0, passengers, fields=[{}] * 3)
+    assert isinstance(chunk, RawBatch) and module.predict_step(chunk, 0) == records
+    assert module.predict_step(RawChunk(1, error=None), 0) == []

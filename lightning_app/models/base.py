@@ -295,10 +295,6 @@ class TaskModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def summary_sections(self, metrics: Mapping[str, float]) -> tuple[list[str], set[str]]:
-        """Extra blocks of text for ``fit``'s summary and the metric keys they show (left out of its main table)."""
-        return [], set()
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = self.preprocessing
         checkpoint["module_class"] = module_class_path(type(self))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, Protocol, get_args, runtime_checkable
 
 import torch
@@ -20,7 +19,6 @@ from lightning_app.metrics import (
 from lightning_app.models.base import TaskModule
 from lightning_app.nets import LogTrendCovidNet, ResidualCovidNet, TutorialCovidNet, damped_log_trend, log1p_counts
 from lightning_app.optim import OptimizerSpec, check_choice
-from lightning_app.tables import format_table
 
 CovidNet = Literal["log_trend", "residual_lstm", "tutorial"]
 CovidLoss = Literal["log_l1", "mase", "mspe"]
@@ -74,7 +72,8 @@ class Covid19Module(TaskModule):
     feeding its forecasts back (``test/rollout_mae``), against persistence held
     flat (``test/persistence_rollout_mae``), when the test DataModule is a
     :class:`RolloutSource` (see :meth:`rollout_source`). Built with no arguments
-    it is the registry's default model.
+    it is the registry's default model. The console report of these numbers is
+    :func:`lightning_app.reporting.forecast_sections`.
 
     Forecast intervals: after every validation epoch the module keeps the
     ``(1 - interval) / 2`` and ``(1 + interval) / 2`` quantiles of the
@@ -230,30 +229,6 @@ class Covid19Module(TaskModule):
             },
             sync_dist=True,
         )
-
-    def summary_sections(self, metrics: Mapping[str, float]) -> tuple[list[str], set[str]]:
-        """A per-series table of the test period: model, persistence and damped log-trend MAE and MASE; roll-out."""
-        rows, shown = [], set()
-        for column in self.series_names:
-            keys = [f"test/{name}_{column}" for name in ("mae", "persistence_mae", "mase", "trend_mae", "trend_mase")]
-            if all(key in metrics for key in keys):
-                rows.append([column, *(round(metrics[key], 4) for key in keys)])
-                shown.update(keys)
-        sections = []
-        if rows:
-            header = ["test series", "model MAE", "persistence MAE", "MASE", "trend MAE", "trend MASE"]
-            sections.append(
-                format_table(header, rows) + "\n(MASE = MAE / persistence MAE, below 1 beats tomorrow = today; "
-                "trend = damped log-trend baseline)"
-            )
-        if "test/rollout_mae" in metrics and "test/persistence_rollout_mae" in metrics:
-            shown.update({"test/rollout_mae", "test/persistence_rollout_mae"})
-            sections.append(
-                f"{ROLLOUT_DAYS}-day roll-out from the start of the test period (forecasts fed back), MAE: "
-                f"model {metrics['test/rollout_mae']:.4g}, "
-                f"persistence held flat {metrics['test/persistence_rollout_mae']:.4g}"
-            )
-        return sections, shown
 
     # -- checkpoints ----------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
