@@ -187,7 +187,8 @@ class Covid19DataModule(TaskDataModule):
 
     def rollout_period(self, days: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
         """``(history float32[window, C], actual float32[D, C])``: the days before the test period and its first
-        ``D = min(days, test_days)`` days, to score a multi-day forecast that feeds itself back."""
+        ``D = min(days, test_days)`` days, to score a multi-day forecast that feeds itself back (the
+        ``lightning_app.models.covid.RolloutSource`` protocol ``Covid19Module`` reads when tested with this)."""
         if self.test_set is None:
             raise RuntimeError("call setup() before rollout_period()")
         windows, targets = self.test_set.tensors

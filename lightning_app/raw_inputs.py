@@ -12,10 +12,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from datamodules.errors import DataError
+from lightning_app.batches import RawBatch
 
 
-class RawChunk:
-    """One chunk of raw inputs: the batch ``TaskModule.predict_step`` scores with ``predict_raw``.
+class RawChunk(RawBatch):
+    """One chunk of raw inputs: the :class:`~lightning_app.batches.RawBatch` ``TaskModule.predict_step`` scores with
+    ``predict_raw``.
 
     ``index`` is the chunk's place in the whole input (0, 1, ...; the same whatever the number of processes);
     ``inputs`` what ``predict_raw`` takes (a list of texts or passengers, or ``uint8[N, 3, S, S]`` images);
@@ -23,7 +25,7 @@ class RawChunk:
     out (``--skip-bad-inputs``); ``error`` the bad item that stopped the reading (then nothing else is set).
     """
 
-    __slots__ = ("error", "fields", "index", "inputs", "skipped")
+    __slots__ = ("error", "fields", "index", "skipped")
 
     def __init__(
         self,
@@ -33,8 +35,8 @@ class RawChunk:
         skipped: Sequence[DataError] = (),
         error: DataError | None = None,
     ) -> None:
+        super().__init__(inputs)
         self.index = index
-        self.inputs = inputs
         self.fields = list(fields)
         self.skipped = list(skipped)
         self.error = error

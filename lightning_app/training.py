@@ -27,6 +27,7 @@ from lightning_app.config import FitConfig, SaveRunConfig, check_arguments, init
 from lightning_app.errors import UsageError
 from lightning_app.models import TaskModule
 from lightning_app.registry import Task, Variant, get_task
+from lightning_app.reporting import summary_sections
 from lightning_app.tables import metrics_table
 
 
@@ -42,7 +43,7 @@ class FitResult:
     seconds: float
     train_seconds: float
     baseline_name: str | None = None
-    #: The module's extra summary blocks (``TaskModule.summary_sections``) and the metric keys they show.
+    #: The run's extra summary blocks (``lightning_app.reporting.summary_sections``) and the metric keys they show.
     sections: list[str] = field(default_factory=list)
     section_keys: set[str] = field(default_factory=set)
     #: False in the other processes of a multi-process run, which should stay quiet.
@@ -307,7 +308,7 @@ def fit(config: FitConfig) -> FitResult:
         logger.log_hyperparams(hparams, metrics={f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()})
         logger.finalize("success")
 
-    sections, section_keys = model.summary_sections(metrics)
+    sections, section_keys = summary_sections(model, metrics)
     return FitResult(
         task=task.name,
         model=config.model,

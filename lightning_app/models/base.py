@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
-from lightning_app.raw_inputs import RawChunk
+from lightning_app.batches import RawBatch
+from lightning_app.optim import Optimization, OptimizerSpec, configure_optimization
 
 Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
@@ -36,9 +39,12 @@ class TaskModule(pl.LightningModule):
 
     * :meth:`shared_step` ``(batch) -> {"loss", "preds", "target"}`` (and optionally
       ``"baseline"``: the predictions of a reference model such as persistence);
-    * ``configure_optimizers``;
+    * :meth:`optimizer_spec`: the optimizer and schedule as an :class:`~lightning_app.optim.OptimizerSpec` built
+      from the hyperparameters (the base's ``configure_optimizers`` builds them; a subclass may still override
+      ``configure_optimizers`` itself);
     * :meth:`to_predictions` when ``preds`` is not ``forward``'s output
-      (e.g. probabilities from logits).
+      (e.g. probabilities from logits);
+    * optionally :meth:`fit_before_training`: state fitted on the training batches before the first step.
 
     Step outputs: ``training_step``, ``validation_step`` and ``test_step`` return
     :meth:`shared_step`'s dict (the loss, everything else detached), so Lightning
@@ -147,6 +153,34 @@ class TaskModule(pl.LightningModule):
         finally:
             self.train(was_training)
 
+    # -- optimisation -----------------------------------------------------------
+    def optimizer_spec(self) -> OptimizerSpec:
+        """The optimizer and learning-rate schedule, from the hyperparameters (see :mod:`lightning_app.optim`)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither optimizer_spec nor configure_optimizers")
+
+    def configure_optimizers(self) -> Optimization:
+        """:meth:`optimizer_spec` built over ``self.parameters()``; a schedule is sized by the trainer's
+        ``estimated_stepping_batches`` (outside a Trainer: the optimizer alone)."""
+        total_steps = (lambda: self.trainer.estimated_stepping_batches) if self._trainer is not None else None
+        return configure_optimization(self.optimizer_spec(), self.parameters(), total_steps)
+
+    # -- state fitted on the training data ---------------------------------------
+    def fit_before_training(self, batches: Iterable[Any]) -> None:
+        """Hook: fit state that must exist before the first optimizer step (statistics of the training data).
+
+        Called once per ``trainer.fit``, from ``on_train_start``, with :meth:`training_batches`: an iterable that
+        reads nothing until iterated, so a module with nothing to fit costs nothing (and draws no random numbers).
+        In a multi-process run each process gets its own share of the batches; combine the processes' results
+        with ``self.trainer.strategy.reduce``. The default fits nothing.
+        """
+
+    def training_batches(self) -> Iterator[Any]:
+        """One pass over the batches this process trains on in this run: the trainer's training loader (with its
+        distributed sampler), cut to ``trainer.num_training_batches`` (``--limit-train-batches``,
+        ``--fast-dev-run``). Lazy: the loader is only opened on the first ``next``."""
+        limit = self.trainer.num_training_batches  # inf when the loader has no length
+        yield from itertools.islice(self.trainer.train_dataloader, None if math.isinf(limit) else int(limit))
+
     # -- steps ----------------------------------------------------------------
     def _step(self, stage: Stage, batch: Any) -> dict[str, torch.Tensor]:
         """Run :meth:`shared_step`, queue its outputs for the stage's metrics and return them (nothing logged)."""
@@ -192,8 +226,9 @@ class TaskModule(pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor | list[dict[str, Any]]:
         """Predictions for an encoded batch (``inputs`` or ``(inputs, ...)``: :meth:`predict_encoded`), or the
-        :meth:`predict_raw` records of a :class:`~lightning_app.raw_inputs.RawChunk` of raw inputs."""
-        if isinstance(batch, RawChunk):
+        :meth:`predict_raw` records of a :class:`~lightning_app.batches.RawBatch` of raw inputs (such as the
+        streaming predictors' ``RawChunk``)."""
+        if isinstance(batch, RawBatch):
             return self.predict_raw(batch.inputs) if len(batch) else []
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.predict_encoded(inputs)
@@ -245,6 +280,7 @@ class TaskModule(pl.LightningModule):
         self.val_metrics.reset()
         self.val_loss.reset()
         self.val_best.reset()
+        self.fit_before_training(self.training_batches())
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -258,10 +294,6 @@ class TaskModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-
-    def summary_sections(self, metrics: Mapping[str, float]) -> tuple[list[str], set[str]]:
-        """Extra blocks of text for ``fit``'s summary and the metric keys they show (left out of its main table)."""
-        return [], set()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["preprocessing"] = self.preprocessing

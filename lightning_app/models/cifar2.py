@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -13,6 +12,7 @@ from torch import nn
 from datamodules.cifar2 import load_images, normalize_images
 from lightning_app.models.classifier import ClassifierModule
 from lightning_app.nets import ConvPoolNet, HorizontalFlipAverage, SmallResNet, TutorialCifarNet
+from lightning_app.optim import OptimizerSpec, check_choice
 
 VisionNet = Literal["convpool", "resnet", "tutorial"]
 Schedule = Literal["one_cycle", "constant"]
@@ -97,8 +97,7 @@ class Cifar2Module(ClassifierModule):
     ) -> None:
         super().__init__(num_classes, preprocessing)
         self.save_hyperparameters(ignore=["net", "preprocessing"], logger=False)
-        if schedule not in ("one_cycle", "constant"):
-            raise ValueError(f"unknown schedule {schedule!r}; choose 'one_cycle' or 'constant'")
+        check_choice("schedule", schedule, get_args(Schedule))
         image_size = int(self.preprocessing.get("image_size", 32))
         self.example_input_array = torch.zeros(1, 3, image_size, image_size)
         outputs = self.num_outputs
@@ -121,33 +120,17 @@ class Cifar2Module(ClassifierModule):
     def inference_net(self) -> nn.Module:
         return HorizontalFlipAverage(self.net) if self.hparams.flip_average else self.net
 
-    def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
-        for param in self.parameters():
-            (decay if param.ndim > 1 else no_decay).append(param)
-        optimizer = torch.optim.SGD(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+    def optimizer_spec(self) -> OptimizerSpec:
+        """SGD with ``momentum`` and ``nesterov``; ``weight_decay`` on weight matrices and kernels only (not on
+        biases and BatchNorm weights); ``schedule`` ``"one_cycle"`` (peaking at ``lr``) or ``"constant"``."""
+        return OptimizerSpec(
+            "sgd",
             lr=self.hparams.lr,
-            momentum=self.hparams.momentum,
-            nesterov=self.hparams.nesterov,
+            weight_decay=self.hparams.weight_decay,
+            options={"momentum": self.hparams.momentum, "nesterov": self.hparams.nesterov},
+            decay_matrices_only=True,
+            schedule=self.hparams.schedule,
         )
-        if self.hparams.schedule == "constant" or self._trainer is None:  # outside a Trainer: no run length
-            return optimizer
-        total_steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total_steps) or total_steps < 4:  # no schedule for endless or tiny runs
-            return optimizer
-        total_steps = int(total_steps)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.hparams.lr,
-            total_steps=total_steps,
-            pct_start=max(0.25, 2 / total_steps),  # the warm-up needs at least two steps
-            anneal_strategy="linear",
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """``uint8[B, 3, S, S]`` images at the model's size -> the normalised ``float32`` batch the net takes."""

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol, get_args, runtime_checkable
 
 import torch
 from torch import nn
@@ -19,7 +18,7 @@ from lightning_app.metrics import (
 )
 from lightning_app.models.base import TaskModule
 from lightning_app.nets import LogTrendCovidNet, ResidualCovidNet, TutorialCovidNet, damped_log_trend, log1p_counts
-from lightning_app.tables import format_table
+from lightning_app.optim import OptimizerSpec, check_choice
 
 CovidNet = Literal["log_trend", "residual_lstm", "tutorial"]
 CovidLoss = Literal["log_l1", "mase", "mspe"]
@@ -28,6 +27,20 @@ CovidOptimizer = Literal["adam", "adagrad"]
 PER_SERIES_METRICS = ("mae", "mase", "trend_mae", "trend_mase")
 #: Days of the multi-step forecast scored at the start of the test period.
 ROLLOUT_DAYS = 7
+
+
+@runtime_checkable
+class RolloutSource(Protocol):
+    """What :class:`Covid19Module` reads at the end of its test epoch to score a multi-day roll-out.
+
+    The DataModule a Trainer tests the module with provides it (:class:`~datamodules.Covid19DataModule` does); with
+    any other DataModule, or none, the test stage logs no roll-out metrics.
+    """
+
+    def rollout_period(self, days: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(history float32[T >= window, C], actual float32[D <= days, C])``: the days before the test period
+        and its first ``D`` days."""
+        ...
 
 
 class Forecast(NamedTuple):
@@ -57,8 +70,10 @@ class Covid19Module(TaskModule):
     ``<stage>/trend_mase_<column>``), and the tutorial's MSPE. The test stage
     also scores a 7-day roll-out from the start of the test period, the model
     feeding its forecasts back (``test/rollout_mae``), against persistence held
-    flat (``test/persistence_rollout_mae``). Built with no arguments it is the
-    registry's default model.
+    flat (``test/persistence_rollout_mae``), when the test DataModule is a
+    :class:`RolloutSource` (see :meth:`rollout_source`). Built with no arguments
+    it is the registry's default model. The console report of these numbers is
+    :func:`lightning_app.reporting.forecast_sections`.
 
     Forecast intervals: after every validation epoch the module keeps the
     ``(1 - interval) / 2`` and ``(1 + interval) / 2`` quantiles of the
@@ -76,7 +91,7 @@ class Covid19Module(TaskModule):
         lr: learning rate.
         loss: ``"log_l1"`` (mean absolute error on ``log1p`` counts: scale-free), ``"mase"`` (MAE per series
             divided by persistence's on the batch) or ``"mspe"`` (the tutorial's mean squared percentage error).
-        optimizer: ``"adam"`` or ``"adagrad"`` (the tutorial's).
+        optimizer: ``"adam"`` or ``"adagrad"`` (the tutorial's): a name of :data:`lightning_app.optim.OPTIMIZERS`.
         weight_decay: L2 penalty of the optimizer.
         num_layers: LSTM layers (``"residual_lstm"``, ``"tutorial"``: the tutorial's 5).
         hidden_size: LSTM width of ``"residual_lstm"``, width of the correction heads of ``"log_trend"``.
@@ -107,8 +122,7 @@ class Covid19Module(TaskModule):
     ) -> None:
         if loss not in ("log_l1", "mase", "mspe"):
             raise ValueError(f"unknown COVID-19 loss {loss!r}; choose 'log_l1', 'mase' or 'mspe'")
-        if optimizer not in ("adam", "adagrad"):
-            raise ValueError(f"unknown COVID-19 optimizer {optimizer!r}; choose 'adam' or 'adagrad'")
+        check_choice("COVID-19 optimizer", optimizer, get_args(CovidOptimizer))
         if not 0 < interval < 1:
             raise ValueError(f"interval must be between 0 and 1, got {interval}")
         metrics = MetricCollection(
@@ -161,9 +175,9 @@ class Covid19Module(TaskModule):
             "trend": damped_log_trend(window),
         }
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = torch.optim.Adagrad if self.hparams.optimizer == "adagrad" else torch.optim.Adam
-        return optimizer(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def optimizer_spec(self) -> OptimizerSpec:
+        """``optimizer`` with ``weight_decay`` (L2) at a constant ``lr``."""
+        return OptimizerSpec(self.hparams.optimizer, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # -- metrics --------------------------------------------------------------
     def scalar_metrics(self, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -195,12 +209,18 @@ class Covid19Module(TaskModule):
         # The interval always holds the point forecast, even when every residual has one sign.
         self.residual_quantiles.copy_(torch.stack([quantiles[0].clamp_max(0), quantiles[1].clamp_min(0)]))
 
+    def rollout_source(self) -> RolloutSource | None:
+        """Hook: where the test-time roll-out reads its days: the DataModule the trainer tests with when it is a
+        :class:`RolloutSource`, else ``None`` (no roll-out metrics). Override to score another period."""
+        datamodule = self.trainer.datamodule
+        return datamodule if isinstance(datamodule, RolloutSource) else None
+
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "rollout_period"):
+        source = self.rollout_source()
+        if source is None:
             return
-        history, actual = datamodule.rollout_period(ROLLOUT_DAYS)
+        history, actual = source.rollout_period(ROLLOUT_DAYS)
         rollout = self.forecast(len(actual), history).point
         self.log_dict(
             {
@@ -209,30 +229,6 @@ class Covid19Module(TaskModule):
             },
             sync_dist=True,
         )
-
-    def summary_sections(self, metrics: Mapping[str, float]) -> tuple[list[str], set[str]]:
-        """A per-series table of the test period: model, persistence and damped log-trend MAE and MASE; roll-out."""
-        rows, shown = [], set()
-        for column in self.series_names:
-            keys = [f"test/{name}_{column}" for name in ("mae", "persistence_mae", "mase", "trend_mae", "trend_mase")]
-            if all(key in metrics for key in keys):
-                rows.append([column, *(round(metrics[key], 4) for key in keys)])
-                shown.update(keys)
-        sections = []
-        if rows:
-            header = ["test series", "model MAE", "persistence MAE", "MASE", "trend MAE", "trend MASE"]
-            sections.append(
-                format_table(header, rows) + "\n(MASE = MAE / persistence MAE, below 1 beats tomorrow = today; "
-                "trend = damped log-trend baseline)"
-            )
-        if "test/rollout_mae" in metrics and "test/persistence_rollout_mae" in metrics:
-            shown.update({"test/rollout_mae", "test/persistence_rollout_mae"})
-            sections.append(
-                f"{ROLLOUT_DAYS}-day roll-out from the start of the test period (forecasts fed back), MAE: "
-                f"model {metrics['test/rollout_mae']:.4g}, "
-                f"persistence held flat {metrics['test/persistence_rollout_mae']:.4g}"
-            )
-        return sections, shown
 
     # -- checkpoints ----------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-import math
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 from datamodules.imdb import encode_texts, vocabulary_index
 from lightning_app.models.classifier import ClassifierModule
 from lightning_app.nets import BigramBagNet, NBBagNet, TutorialTextCNN
+from lightning_app.optim import OptimizerSpec
 
 TextNet = Literal["nb_bag", "bigram_bag", "tutorial_cnn"]
 
@@ -50,10 +50,11 @@ class IMDBModule(ClassifierModule):
             accuracy over 5 seeds, for a 155 MB model (232 MB checkpoint with the optimizer state) instead of 54 MB.
         nb_ngrams: longest n-gram of the NBSVM view.
         nb_alpha: smoothing of the naive-Bayes counts behind the NBSVM view's ratios.
+        preprocessing: ``IMDBDataModule.preprocessing_state()`` (tokenizer, vocabulary, class names).
 
     The NBSVM view's naive-Bayes ratios are fitted from one pass over the training
-    batches when training starts (summed over processes), and saved with the weights.
-        preprocessing: ``IMDBDataModule.preprocessing_state()`` (tokenizer, vocabulary, class names).
+    batches when training starts (:meth:`fit_before_training`, summed over processes),
+    and saved with the weights.
     """
 
     monitor = "val/acc"
@@ -92,22 +93,19 @@ class IMDBModule(ClassifierModule):
         )
         self._index: dict[str, int] | None = None
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adagrad(self.parameters(), lr=self.hparams.lr)
-
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        if isinstance(self.net, NBBagNet) and not bool(self.net.nb_ready):
-            self._fit_nb_ratios()
+    def optimizer_spec(self) -> OptimizerSpec:
+        """Adagrad at a constant ``lr`` (the tutorial's optimizer; it also takes the bags' sparse gradients)."""
+        return OptimizerSpec("adagrad", lr=self.hparams.lr)
 
     @torch.no_grad()
-    def _fit_nb_ratios(self) -> None:
-        """Count every n-gram per class over one pass of the training batches (all processes), then fit the ratios."""
-        net: NBBagNet = self.net
+    def fit_before_training(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Fit the NBSVM view's naive-Bayes ratios, unless already fitted (a resumed or fine-tuned model): count
+        every n-gram per class over ``batches`` (``(token_ids, labels)``: this process's share of the run's
+        training batches), sum the counts over processes, then fit. Other nets fit nothing."""
+        net = self.net
+        if not isinstance(net, NBBagNet) or bool(net.nb_ready):
+            return
         counts = torch.zeros(self.num_classes, net.nb_rows, dtype=torch.float64, device=self.device)
-        # The batches this run trains on: with --limit-train-batches or --fast-dev-run, only those.
-        limit = self.trainer.num_training_batches  # inf when the loader has no length
-        batches = itertools.islice(self.trainer.train_dataloader, None if math.isinf(limit) else int(limit))
         for token_ids, labels in batches:
             net.nb_feature_counts(token_ids.to(self.device), labels.to(self.device), self.num_classes, counts=counts)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")

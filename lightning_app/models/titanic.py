@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from torch import nn
 from datamodules.titanic import EXTENDED_FEATURES, Passenger, encode_passengers
 from lightning_app.models.classifier import ClassifierModule
 from lightning_app.nets import ResidualMLP, TutorialMLP
+from lightning_app.optim import OptimizerSpec, check_choice
 
 TitanicNet = Literal["residual_mlp", "tutorial"]
 TitanicOptimizer = Literal["adamw", "adam"]
@@ -30,8 +31,9 @@ class TitanicModule(ClassifierModule):
             (the tutorial's 15-20-15-1 MLP), or any ``nn.Module`` mapping
             ``float32[B, num_features]`` to logits ``float32[B]``.
         lr: learning rate.
-        optimizer: ``"adamw"`` (with ``weight_decay``) or ``"adam"`` (the tutorial's, no weight decay).
-        weight_decay: AdamW weight decay.
+        optimizer: ``"adamw"`` (with ``weight_decay``) or ``"adam"`` (the tutorial's, no weight decay); a name
+            of :data:`lightning_app.optim.OPTIMIZERS` (see :meth:`optimizer_spec`).
+        weight_decay: AdamW weight decay (``"adam"`` ignores it, as the tutorial has none).
         hidden: width of the residual MLP.
         dropout: dropout of the residual MLP.
         preprocessing: ``TitanicDataModule.preprocessing_state()`` (feature set and training statistics).
@@ -56,8 +58,7 @@ class TitanicModule(ClassifierModule):
     ) -> None:
         super().__init__(num_classes=2, preprocessing=preprocessing)
         self.save_hyperparameters(ignore=["net", "preprocessing"], logger=False)
-        if optimizer not in ("adamw", "adam"):
-            raise ValueError(f"unknown Titanic optimizer {optimizer!r}; choose 'adamw' or 'adam'")
+        check_choice("Titanic optimizer", optimizer, get_args(TitanicOptimizer))
         self.example_input_array = torch.zeros(1, num_features)
         self.net = self.build_net(
             net,
@@ -67,10 +68,11 @@ class TitanicModule(ClassifierModule):
             },
         )
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.hparams.optimizer == "adam":
-            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def optimizer_spec(self) -> OptimizerSpec:
+        """``optimizer`` at a constant ``lr``; ``weight_decay`` applies to AdamW only (decoupled), the tutorial's
+        Adam has none."""
+        weight_decay = self.hparams.weight_decay if self.hparams.optimizer == "adamw" else None
+        return OptimizerSpec(self.hparams.optimizer, lr=self.hparams.lr, weight_decay=weight_decay)
 
     def predict_raw(self, passengers: Sequence[Passenger]) -> list[dict[str, Any]]:
         """Score parsed passengers (``datamodules.titanic.read_passengers(path, with_label=False)``).
