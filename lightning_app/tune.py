@@ -37,7 +37,7 @@ import pytorch_lightning as pl
 from datamodules.cache import atomic_write_bytes
 from lightning_app.callbacks import NonFiniteLossError
 from lightning_app.cli import add_data_arguments, parse_devices, parse_limit, run_cli
-from lightning_app.config import FitConfig, check_arguments, dump_config
+from lightning_app.config import FitConfig, build_trainer, check_arguments, dump_config, resolve_config
 from lightning_app.errors import UsageError
 from lightning_app.inference import load_checkpoint
 from lightning_app.registry import TASKS, Task
@@ -51,7 +51,7 @@ from lightning_app.search_space import (
     parse_param,
 )
 from lightning_app.tables import format_table, metrics_table
-from lightning_app.training import build_trainer, fit, resolve_config
+from lightning_app.training import fit
 
 if TYPE_CHECKING:
     import optuna
@@ -216,14 +216,13 @@ class Search:
     def objective_name(self) -> str:
         return f"{self.monitor}_best"
 
-    def trial_config(self, params: dict[str, Any], number: int) -> FitConfig:
-        """The ``fit`` settings of trial ``number``: the base with ``params``, in its own folder, never tested."""
-        return replace(
-            apply_params(self.base, params),
-            run_version=f"{self.study_dir.name}/trial-{number}",
-            test=False,
-            enable_progress_bar=False,
-        )
+    def trial_config(self, params: dict[str, Any]) -> FitConfig:
+        """The ``fit`` settings of a trial: the base with ``params``."""
+        return replace(apply_params(self.base, params), enable_progress_bar=False)
+
+    def trial_folder(self, number: int) -> str:
+        """Trial ``number``'s run folder under ``<log_dir>/<task>/`` (``fit``'s ``run_version``)."""
+        return f"{self.study_dir.name}/trial-{number}"
 
 
 def worker_id() -> str:
@@ -255,10 +254,12 @@ def objective(search: Search, trial: optuna.Trial) -> float:
         trial.set_user_attr("surplus", True)
         raise SurplusTrial(f"the study already has {search.trials} trials")
     params = {name: param.suggest(trial, name) for name, param in search.space.items()}
-    config = search.trial_config(params, trial.number)
+    config = search.trial_config(params)
     _, _, resolved = resolve_config(config)
-    trial.set_user_attr("config", dump_config(resolved))  # without run_version and test: see config.NOT_IN_FILE
-    result = fit(replace(config, extra_callbacks=[PruneUnpromisingTrial(trial, search.monitor)]))
+    trial.set_user_attr("config", dump_config(resolved))
+    # Trials are never tested: only the study's best is (evaluate_best_trial).
+    pruner = PruneUnpromisingTrial(trial, search.monitor)
+    result = fit(config, callbacks=[pruner], test=False, run_version=search.trial_folder(trial.number))
     trial.set_user_attr("best_model_path", result.best_model_path)
     trial.set_user_attr("log_dir", result.log_dir)
     return result.metrics[search.objective_name]
@@ -466,7 +467,7 @@ def evaluate_best_trial(search: Search, study: optuna.Study, best: optuna.trial.
     loaded = load_checkpoint(path, search.task.name)
     base = search.base
     datamodule = loaded.datamodule(data_dir=base.data_dir, cache_dir=base.cache_dir, num_workers=base.num_workers)
-    trainer = build_trainer(replace(base, enable_progress_bar=False), logger=False, callbacks=[], log_every_n_steps=50)
+    trainer = build_trainer(base.hardware, deterministic=base.deterministic)
     results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
     metrics = {key: float(value) for key, value in results[0].items()}
     study.set_user_attr("best_test", {"trial": best.number, "metrics": metrics})
@@ -619,15 +620,7 @@ def search_from_args(args: argparse.Namespace) -> tuple[Search, dict[str, Any]]:
         raise UsageError(err.args[0]) from None
     fixed = [flag for flag in TUNABLE_FLAGS if getattr(args, flag) is not None]
     space = build_space(task, args.model, args.search_space, fixed)
-    base = FitConfig(
-        task=args.task,
-        model=args.model,
-        **{name: getattr(args, name) for name in (*TUNABLE_FLAGS, "seed", "deterministic", "log_dir")},
-        **{name: getattr(args, name) for name in ("limit_train_batches", "limit_val_batches")},
-        **{name: getattr(args, name) for name in ("data_dir", "cache_dir", "num_workers")},
-        **{name: getattr(args, name) for name in ("accelerator", "devices", "precision")},
-        enable_progress_bar=False,
-    )
+    base = FitConfig.from_flags(vars(args), enable_progress_bar=False)  # the flags that are fit settings
     _, _, base = resolve_config(base)
     study_name = args.study_name or f"{task.name}-{base.model}"
     if not STUDY_NAME_PATTERN.fullmatch(study_name):
