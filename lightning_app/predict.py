@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightning_app.checkpoints import LoadedCheckpoint, load_checkpoint
 from lightning_app.cli import add_hardware_arguments, run_cli
 from lightning_app.config import HardwareSettings, build_trainer
 from lightning_app.errors import UsageError
-from lightning_app.inference import LoadedCheckpoint, load_checkpoint
 from lightning_app.predictors import Prediction, PredictRequest
 from lightning_app.raw_inputs import StreamedInputs
 from lightning_app.registry import TASKS

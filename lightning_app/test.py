@@ -7,9 +7,9 @@ import json
 import sys
 from collections.abc import Sequence
 
+from lightning_app.checkpoints import evaluate
 from lightning_app.cli import add_data_arguments, add_hardware_arguments, parse_limit, run_cli
-from lightning_app.config import HardwareSettings, build_trainer
-from lightning_app.inference import load_checkpoint
+from lightning_app.config import HardwareSettings
 from lightning_app.registry import TASKS
 from lightning_app.tables import metrics_table
 from lightning_app.warning_filters import quiet_trainer_info
@@ -27,23 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(parser)
     add_hardware_arguments(parser)
     return parser
-
-
-def evaluate(
-    checkpoint: str,
-    task_name: str,
-    *,
-    hardware: HardwareSettings,
-    data: dict,
-    limit_test_batches: float | int | None = None,
-) -> dict[str, float]:
-    """The test metrics of ``checkpoint`` on its task's test split (``data`` overrides its DataModule settings)."""
-    loaded = load_checkpoint(checkpoint, task_name)
-    datamodule = loaded.datamodule(**data)
-    limits = {"limit_test_batches": limit_test_batches} if limit_test_batches is not None else {}
-    trainer = build_trainer(hardware, deterministic=False, **limits)
-    results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
-    return {key: float(value) for key, value in results[0].items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,10 +36,10 @@ import pytorch_lightning as pl
 
 from datamodules.cache import atomic_write_bytes
 from lightning_app.callbacks import NonFiniteLossError
+from lightning_app.checkpoints import evaluate
 from lightning_app.cli import add_data_arguments, parse_devices, parse_limit, run_cli
-from lightning_app.config import FitConfig, build_trainer, check_arguments, dump_config, resolve_config
+from lightning_app.config import FitConfig, check_arguments, dump_config, resolve_config
 from lightning_app.errors import UsageError
-from lightning_app.inference import load_checkpoint
 from lightning_app.registry import TASKS, Task
 from lightning_app.search_space import (
     ARGUMENT_PREFIXES,
@@ -464,12 +464,15 @@ def evaluate_best_trial(search: Search, study: optuna.Study, best: optuna.trial.
             f"its checkpoint {path or '(none)'} is not on this machine; test it where it ran: "
             f"python -m lightning_app.test --task {search.task.name} --ckpt {path or 'CKPT'}"
         )
-    loaded = load_checkpoint(path, search.task.name)
     base = search.base
-    datamodule = loaded.datamodule(data_dir=base.data_dir, cache_dir=base.cache_dir, num_workers=base.num_workers)
-    trainer = build_trainer(base.hardware, deterministic=base.deterministic)
-    results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
-    metrics = {key: float(value) for key, value in results[0].items()}
+    metrics = evaluate(
+        path,
+        search.task.name,
+        hardware=base.hardware,
+        data={"data_dir": base.data_dir, "cache_dir": base.cache_dir, "num_workers": base.num_workers},
+        limit_test_batches=base.limit_test_batches,
+        deterministic=base.deterministic,
+    )
     study.set_user_attr("best_test", {"trial": best.number, "metrics": metrics})
     return metrics, f"checkpoint {path}"
 

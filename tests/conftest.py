@@ -179,7 +179,7 @@ def write_image_and_text_run() -> Callable[..., None]:
 _PARITY_SCRIPT = """
 import json, sys
 import torch
-from lightning_app.inference import load_checkpoint
+from lightning_app.checkpoints import load_checkpoint
 
 def score(checkpoint, task, overrides):
     loaded = load_checkpoint(checkpoint, task)
