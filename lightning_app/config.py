@@ -86,7 +86,8 @@ class FitConfig:
     @classmethod
     def from_flags(cls, values: Mapping[str, Any], **overrides: Any) -> FitConfig:
         """The settings among ``values`` (parsed flags, say; other keys left out), ``overrides`` on top."""
-        return cls(**{**{key: value for key, value in values.items() if key in file_keys()}, **overrides})
+        keys = file_keys()
+        return cls(**{**{key: value for key, value in values.items() if key in keys}, **overrides})
 
     @property
     def hardware(self) -> HardwareSettings:
