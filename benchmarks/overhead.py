@@ -62,7 +62,7 @@ def lightning_epoch_seconds(config: FitConfig) -> list[float]:
     """Per-epoch training seconds of a real ``fit`` run (progress bar and logs as users get them)."""
     timer = TrainEpochTimer()
     with tempfile.TemporaryDirectory() as scratch:
-        fit(replace(config, log_dir=scratch, extra_callbacks=[timer]))
+        fit(replace(config, log_dir=scratch), callbacks=[timer])
     return timer.seconds
 
 
@@ -77,7 +77,7 @@ def plain_epoch_seconds(config: FitConfig) -> tuple[list[float], int]:
     if config.precision not in PLAIN_LOOP_AUTOCAST:
         raise UsageError(f"the plain loop runs precision {sorted(PLAIN_LOOP_AUTOCAST)}, not {config.precision!r}")
     autocast_dtype = PLAIN_LOOP_AUTOCAST[config.precision]
-    accelerator, _ = resolve_accelerator(config)
+    accelerator, _ = resolve_accelerator(config.hardware)
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     device = "cuda" if on_gpu else "cpu"
     pl.seed_everything(config.seed, verbose=False)

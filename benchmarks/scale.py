@@ -222,7 +222,7 @@ from lightning_app.training import FitConfig, fit
 timer = TrainEpochTimer()
 config = FitConfig(**json.loads(sys.argv[1]))
 with tempfile.TemporaryDirectory() as scratch:
-    fit(replace(config, log_dir=scratch, extra_callbacks=[timer]))
+    fit(replace(config, log_dir=scratch), callbacks=[timer])
 print(json.dumps({"epoch_seconds": timer.seconds}))
 """
 

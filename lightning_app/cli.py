@@ -39,11 +39,8 @@ def parse_devices(value: str) -> str | int:
     return int(value) if value.isdigit() else value
 
 
-#: ``FitConfig`` fields set by :func:`add_hardware_arguments`.
-HARDWARE_FLAGS = ("gpus", "tpu_cores", "accelerator", "devices", "strategy", "num_nodes", "precision")
-
-
 def add_hardware_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``config.HardwareSettings`` (``HardwareSettings.from_flags(vars(args))`` reads them back)."""
     group = parser.add_argument_group("hardware (Lightning Trainer flags)")
     group.add_argument("--gpus", type=int, metavar="N", help="train on N CUDA GPUs (the tutorial's switch)")
     group.add_argument("--tpu-cores", type=int, metavar="N", help="train on N TPU cores (needs torch_xla)")

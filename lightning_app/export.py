@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from datamodules.cache import atomic_write_bytes
+from lightning_app.checkpoints import load_checkpoint
 from lightning_app.cli import run_cli
 from lightning_app.errors import UsageError
-from lightning_app.inference import load_checkpoint
 from lightning_app.models import TaskModule
 
 EXPORT_FORMATS = {"torchscript": "model.pt", "onnx": "model.onnx"}

@@ -11,13 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from lightning_app.cli import add_data_arguments, add_hardware_arguments, parse_limit, run_cli, task_help
-from lightning_app.config import dump_config, load_config_file
-from lightning_app.errors import UsageError
+from lightning_app.config import FitConfig, dump_config, parse_fit_settings, resolve_config
 from lightning_app.registry import TASKS
-from lightning_app.training import FitConfig, fit, format_summary, resolve_config
-
-#: Config-file keys with no flag of their own: the module's and DataModule's further arguments.
-ARGUMENT_KEYS = ("module_kwargs", "datamodule_kwargs")
+from lightning_app.training import fit, format_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,23 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None = None) -> tuple[FitConfig, bool]:
     """The run's settings from ``--config`` (if any) with the command line's flags on top; and ``--print-config``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from_file: dict = {}
-    if args.config is not None:
-        from_file = load_config_file(args.config)
-        if args.model is not None and from_file.get("model") not in (None, args.model):
-            raise UsageError(
-                f"--model {args.model} conflicts with model '{from_file['model']}' in {args.config}, whose "
-                "module_kwargs and datamodule_kwargs belong to that model; drop --model or edit the file"
-            )
-        # The file's values become the parser's defaults, so only the flags actually given override them.
-        parser.set_defaults(**{key: value for key, value in from_file.items() if key not in ARGUMENT_KEYS})
-        args = parser.parse_args(argv)
-    if args.task is None:
-        raise UsageError("--task is required (or a --config file that names one)")
-    values = {key: value for key, value in vars(args).items() if key not in ("config", "print_config")}
-    config = FitConfig(**values, **{key: from_file[key] for key in ARGUMENT_KEYS if key in from_file})
+    config, args = parse_fit_settings(build_parser(), argv)
     return config, args.print_config
 
 

@@ -23,11 +23,13 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightning_app.cli import HARDWARE_FLAGS, add_hardware_arguments, run_cli
+from lightning_app.checkpoints import LoadedCheckpoint, load_checkpoint
+from lightning_app.cli import add_hardware_arguments, run_cli
+from lightning_app.config import HardwareSettings, build_trainer
 from lightning_app.errors import UsageError
-from lightning_app.inference import LoadedCheckpoint, load_checkpoint
 from lightning_app.predictors import Prediction, PredictRequest
 from lightning_app.raw_inputs import StreamedInputs
 from lightning_app.registry import TASKS
@@ -73,27 +75,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How ``predict`` scores and writes: the format, the output file (``None``: stdout), inputs per chunk
+    (``None``: the task's default), whether to skip bad inputs, the progress bar (``None``: when stderr is a
+    terminal) and the hardware."""
+
+    output_format: str = "table"
+    output: Path | None = None
+    batch_size: int | None = None
+    skip_bad_inputs: bool = False
+    progress: bool | None = None
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    options = PredictOptions(
+        output_format=args.output_format,
+        output=args.output,
+        batch_size=args.batch_size,
+        skip_bad_inputs=args.skip_bad_inputs,
+        progress=args.progress,
+        hardware=HardwareSettings.from_flags(vars(args)),
+    )
     loaded = load_checkpoint(args.ckpt, args.task)
     request = PredictRequest(inputs=args.inputs, input_file=args.input_file, days=args.days, plot_path=args.plot)
     prediction = loaded.task.predictor(loaded.module, request)
     if isinstance(prediction, StreamedInputs):
-        return predict_streamed(args, loaded, prediction)
-    return print_prediction(args, prediction)
+        return predict_streamed(options, loaded, prediction)
+    return print_prediction(options, prediction)
 
 
-def print_prediction(args: argparse.Namespace, prediction: Prediction) -> int:
+def print_prediction(options: PredictOptions, prediction: Prediction) -> int:
     """Write a whole :class:`Prediction` (covid19's forecast) to stdout or ``--output``."""
-    columns = prediction.columns if args.output_format == "table" else prediction.all_columns
-    text = render_records(prediction.records, columns, args.output_format)
-    if args.output is not None:
+    columns = prediction.columns if options.output_format == "table" else prediction.all_columns
+    text = render_records(prediction.records, columns, options.output_format)
+    if options.output is not None:
         from datamodules.cache import atomic_write_bytes
 
-        atomic_write_bytes(args.output, (text + "\n").encode())
-        print(f"wrote {len(prediction.records)} predictions to {args.output}", file=sys.stderr)
+        atomic_write_bytes(options.output, (text + "\n").encode())
+        print(f"wrote {len(prediction.records)} predictions to {options.output}", file=sys.stderr)
     else:
         print(text)
     for path in prediction.written:
@@ -101,29 +125,26 @@ def print_prediction(args: argparse.Namespace, prediction: Prediction) -> int:
     return 0
 
 
-def predict_streamed(args: argparse.Namespace, loaded: LoadedCheckpoint, inputs: StreamedInputs) -> int:
-    """Score ``inputs`` chunk by chunk with ``Trainer.predict`` on the hardware the flags ask for, writing rows as
-    they come (see :mod:`lightning_app.streaming`)."""
+def predict_streamed(options: PredictOptions, loaded: LoadedCheckpoint, inputs: StreamedInputs) -> int:
+    """Score ``inputs`` chunk by chunk with ``Trainer.predict`` on ``options.hardware``, writing rows as they come
+    (see :mod:`lightning_app.streaming`)."""
     from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 
     from lightning_app.streaming import MULTI_PROCESS_NEEDS_OUTPUT, ChunkWriter, RawChunkDataModule
-    from lightning_app.training import FitConfig, build_trainer
 
     quiet_trainer_info()
-    columns = inputs.columns if args.output_format == "table" else inputs.all_columns
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    writer = ChunkWriter(inputs, columns, args.output_format, args.output, progress)
-    config = FitConfig(
-        task=args.task, **{name: getattr(args, name) for name in HARDWARE_FLAGS}, enable_progress_bar=False
-    )
-    trainer = build_trainer(config, logger=False, callbacks=[writer], log_every_n_steps=50)
+    columns = inputs.columns if options.output_format == "table" else inputs.all_columns
+    progress = options.progress if options.progress is not None else sys.stderr.isatty()
+    writer = ChunkWriter(inputs, columns, options.output_format, options.output, progress)
+    trainer = build_trainer(options.hardware, callbacks=[writer])
     if trainer.world_size > 1:
-        if args.output is None:
+        if options.output is None:
             raise UsageError(MULTI_PROCESS_NEEDS_OUTPUT)
         if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
-            raise UsageError(f"--strategy {args.strategy}: predict runs several processes with --strategy ddp only")
-    batch_size = args.batch_size or inputs.default_batch_size
-    datamodule = RawChunkDataModule(inputs, batch_size, skip_bad_inputs=args.skip_bad_inputs)
+            strategy = options.hardware.strategy
+            raise UsageError(f"--strategy {strategy}: predict runs several processes with --strategy ddp only")
+    batch_size = options.batch_size or inputs.default_batch_size
+    datamodule = RawChunkDataModule(inputs, batch_size, skip_bad_inputs=options.skip_bad_inputs)
     try:
         with warnings.catch_warnings():
             # Lightning numbers the items of sampled batches only; every chunk carries its own index.

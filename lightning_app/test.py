@@ -7,11 +7,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-from lightning_app.cli import HARDWARE_FLAGS, add_data_arguments, add_hardware_arguments, parse_limit, run_cli
-from lightning_app.inference import load_checkpoint
+from lightning_app.checkpoints import evaluate
+from lightning_app.cli import add_data_arguments, add_hardware_arguments, parse_limit, run_cli
+from lightning_app.config import HardwareSettings
 from lightning_app.registry import TASKS
 from lightning_app.tables import metrics_table
-from lightning_app.training import FitConfig, build_trainer
 from lightning_app.warning_filters import quiet_trainer_info
 
 
@@ -29,26 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, float]:
-    loaded = load_checkpoint(args.ckpt, args.task)
-    datamodule = loaded.datamodule(
-        data_dir=args.data_dir, cache_dir=args.cache_dir, batch_size=args.batch_size, num_workers=args.num_workers
-    )
-    config = FitConfig(
-        task=args.task,
-        **{name: getattr(args, name) for name in HARDWARE_FLAGS},
-        limit_test_batches=args.limit_test_batches,
-        enable_progress_bar=False,
-    )
-    quiet_trainer_info()
-    trainer = build_trainer(config, logger=False, callbacks=[], log_every_n_steps=50)
-    results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
-    return {key: float(value) for key, value in results[0].items()}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    metrics = evaluate(args)
+    quiet_trainer_info()
+    metrics = evaluate(
+        args.ckpt,
+        args.task,
+        hardware=HardwareSettings.from_flags(vars(args)),
+        data={name: getattr(args, name) for name in ("data_dir", "cache_dir", "batch_size", "num_workers")},
+        limit_test_batches=args.limit_test_batches,
+    )
     if args.output_format == "json":
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:

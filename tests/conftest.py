@@ -41,9 +41,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__module__}.{category.__qualname__}")
 
 
+#: ``fit``'s keyword arguments besides the settings.
+FIT_ARGUMENTS = ("callbacks", "trainer_kwargs", "test", "run_version")
+
+
 @pytest.fixture
 def tiny_fit(tmp_path: Path) -> Callable[..., FitResult]:
-    """Train a task for a couple of epochs on the CPU, logging under ``tmp_path/runs``."""
+    """Train a task for a couple of epochs on the CPU, logging under ``tmp_path/runs``; ``overrides`` are
+    ``FitConfig`` settings and ``fit``'s keyword arguments (``callbacks``, ``test``, ...)."""
 
     def run(task: str, **overrides) -> FitResult:
         settings = {
@@ -53,7 +58,8 @@ def tiny_fit(tmp_path: Path) -> Callable[..., FitResult]:
             "enable_progress_bar": False,
             **overrides,
         }
-        return fit(FitConfig(task=task, **settings))
+        arguments = {key: settings.pop(key) for key in FIT_ARGUMENTS if key in settings}
+        return fit(FitConfig(task=task, **settings), **arguments)
 
     return run
 
@@ -173,7 +179,7 @@ def write_image_and_text_run() -> Callable[..., None]:
 _PARITY_SCRIPT = """
 import json, sys
 import torch
-from lightning_app.inference import load_checkpoint
+from lightning_app.checkpoints import load_checkpoint
 
 def score(checkpoint, task, overrides):
     loaded = load_checkpoint(checkpoint, task)

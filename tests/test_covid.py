@@ -241,7 +241,7 @@ def test_forecast_intervals_hold_the_point_and_widen(tmp_path):
 def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, num_series):
     from lightning_app import export as export_cli
     from lightning_app import predict as predict_cli
-    from lightning_app.inference import load_checkpoint
+    from lightning_app.checkpoints import load_checkpoint
     from lightning_app.training import FitConfig, fit, format_summary
 
     columns = [f"s{i}" for i in range(num_series)]
@@ -283,8 +283,9 @@ def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, n
 
 
 def test_fit_passes_no_seed_and_older_checkpoints_with_one_still_load(tiny_fit, tmp_path, capsys):
+    from lightning_app.checkpoints import load_checkpoint
+
     from lightning_app import test as test_cli
-    from lightning_app.inference import load_checkpoint
 
     result = tiny_fit("covid19")
     checkpoint = torch.load(result.best_model_path, weights_only=True)

@@ -17,8 +17,8 @@ from test_reliability import fit_process
 
 from datamodules.cache import MANIFEST_NAME
 from lightning_app import test as test_cli
+from lightning_app.checkpoints import load_checkpoint
 from lightning_app.cli import run_cli
-from lightning_app.inference import load_checkpoint
 from lightning_app.run_reader import read_scalars
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_app import fit as fit_cli
+from lightning_app.config import HardwareSettings
 from lightning_app.registry import TASKS, get_task
 from lightning_app.training import FitConfig, build_datamodule_and_module
 
@@ -164,3 +166,13 @@ def test_compiled_fit_checkpoint_reloads_into_an_eager_module(tiny_fit):
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     reloaded = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     assert reloaded["test/loss"] == pytest.approx(result.metrics["test/loss"], rel=1e-4)
+
+
+def test_fit_config_holds_the_hardware_settings_as_declared():
+    # FitConfig is flat (what config.yaml stores); its hardware fields are HardwareSettings', same types and defaults.
+    fit_fields = {f.name: (f.type, f.default) for f in dataclasses.fields(FitConfig)}
+    for f in dataclasses.fields(HardwareSettings):
+        assert fit_fields[f.name] == (f.type, f.default), f.name
+    assert FitConfig(task="titanic", gpus=0, precision="bf16-mixed").hardware == HardwareSettings(
+        gpus=0, precision="bf16-mixed"
+    )

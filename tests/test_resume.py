@@ -29,7 +29,7 @@ class ValLossPerEpoch(pl.Callback):
 def test_last_checkpoint_is_refreshed_on_an_epoch_where_validation_got_worse(tiny_fit):
     recorder = ValLossPerEpoch()
     # A high learning rate: validation improves, then gets worse at the last epoch (checked below, not assumed).
-    result = tiny_fit("titanic", lr=0.05, max_epochs=6, extra_callbacks=[recorder])
+    result = tiny_fit("titanic", lr=0.05, max_epochs=6, callbacks=[recorder])
     losses = recorder.losses
     assert len(losses) == 6
     best_epoch = losses.index(min(losses))
@@ -59,7 +59,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def test_ckpt_path_last_continues_the_newest_run_and_leaves_the_other_untouched(tmp_path, newest):
     log_dir = tmp_path / "runs"
     for _ in range(2):
-        fit(FitConfig(task="titanic", max_epochs=2, log_dir=str(log_dir), enable_progress_bar=False, test=False))
+        fit(FitConfig(task="titanic", max_epochs=2, log_dir=str(log_dir), enable_progress_bar=False), test=False)
     runs = log_dir / "titanic"
     lasts = [runs / f"version_{i}" / "checkpoints" / "last.ckpt" for i in (0, 1)]
     older = 1 - newest

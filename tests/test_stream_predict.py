@@ -19,8 +19,8 @@ from datamodules import PACKAGED_DATA_DIR
 from datamodules.base import iter_csv_rows, read_csv_rows
 from datamodules.errors import DataError
 from datamodules.titanic import read_passengers
+from lightning_app.checkpoints import load_checkpoint
 from lightning_app.cli import run_cli
-from lightning_app.inference import load_checkpoint
 from lightning_app.predict import main as predict_main
 from lightning_app.raw_inputs import RawChunk, StreamedInputs
 from lightning_app.streaming import RawChunkDataset

@@ -99,7 +99,7 @@ def test_three_trial_titanic_study_end_to_end(tmp_path, capsys):
     best = min(finished(trials), key=lambda t: t.value)
     assert f"best trial {best.number} on the test split" in out and "test/acc" in out
     config, _ = parse_config(["--config", str(folder / "best_config.yaml")])
-    assert config.task == "titanic" and config.max_epochs == 2 and config.test and config.run_version is None
+    assert config.task == "titanic" and config.max_epochs == 2
     assert config.lr == best.params["lr"] and config.batch_size == best.params["batch_size"]
     for name in ("hidden", "dropout", "weight_decay"):
         assert config.module_kwargs[name] == best.params[f"module_kwargs.{name}"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +15,8 @@ from datamodules.titanic import read_passengers
 from lightning_app import export as export_cli
 from lightning_app import predict as predict_cli
 from lightning_app import test as test_cli
+from lightning_app.checkpoints import load_checkpoint
 from lightning_app.cli import run_cli
-from lightning_app.inference import load_checkpoint
 
 TITANIC_TEST_CSV = PACKAGED_DATA_DIR / "titanic" / "test.csv"
 
@@ -130,6 +131,55 @@ def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     code, _, err = run(export_cli.main, ["--ckpt", str(bogus), "--format", "torchscript"], capsys)
     assert code == 2 and len(err) == 1 and "not a PyTorch checkpoint" in err[0]
     assert not list(tmp_path.glob("*-torchscript"))
+
+
+def _using_cli_argv(task: str, checkpoint: Path) -> dict:
+    """The argv of each command line that reads ``checkpoint``."""
+    return {
+        test_cli.main: ["--task", task, "--ckpt", str(checkpoint)],
+        predict_cli.main: ["--task", task, "--ckpt", str(checkpoint)],
+        export_cli.main: ["--ckpt", str(checkpoint), "--format", "torchscript", "--output-dir", str(checkpoint) + "-x"],
+    }
+
+
+def _edited_checkpoint(source: str, target: Path, edit: str) -> tuple[str, str]:
+    """Save ``source`` to ``target`` with its network's first parameter renamed or reshaped; return (key, new key)."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    state = checkpoint["state_dict"]
+    key = next(name for name in state if name.startswith("net."))
+    renamed = key.replace("net.", "net.renamed_", 1)
+    if edit == "renamed":
+        checkpoint["state_dict"] = {renamed if name == key else name: value for name, value in state.items()}
+    else:
+        state[key] = torch.zeros(*state[key].shape, 2)
+    torch.save(checkpoint, target)
+    return key, renamed
+
+
+@pytest.mark.parametrize("edit", ["renamed", "reshaped"])
+def test_a_checkpoint_of_another_network_version_is_a_one_line_error(trained, capsys, tmp_path, edit):
+    # What renaming a network's layers does to its old checkpoints: predict, test and export name the task, the
+    # checkpoint's net and the first keys at fault, instead of load_state_dict's traceback.
+    checkpoint = tmp_path / "other-version.ckpt"
+    key, renamed = _edited_checkpoint(trained["covid19"].best_model_path, checkpoint, edit)
+    expected = [f"missing {key}", f"unexpected {renamed}"] if edit == "renamed" else [f"wrong shape {key}"]
+    for main, argv in _using_cli_argv("covid19", checkpoint).items():
+        code, out, err = run(main, argv, capsys)
+        assert code == 2 and out == "" and len(err) == 1, (main.__module__, err)
+        assert f"{checkpoint}: its weights do not fit this version's covid19 network 'log_trend'" in err[0]
+        assert all(part in err[0] for part in expected), err[0]
+    assert not list(tmp_path.glob("*-x"))
+
+
+def test_a_truncated_checkpoint_is_a_one_line_error(trained, capsys, tmp_path):
+    data = Path(trained["titanic"].best_model_path).read_bytes()
+    checkpoint = tmp_path / "truncated.ckpt"
+    checkpoint.write_bytes(data[: len(data) // 2])
+    for main, argv in _using_cli_argv("titanic", checkpoint).items():
+        code, out, err = run(main, argv, capsys)
+        assert code == 2 and out == "" and len(err) == 1, (main.__module__, err)
+        assert f"{checkpoint}: not a PyTorch checkpoint" in err[0]
+    assert not list(tmp_path.glob("*-x"))
 
 
 def test_render_records_csv_round_trips():

@@ -16,10 +16,9 @@ from types import ModuleType
 from typing import Any
 
 from lightning_app.cli import add_data_arguments, parse_devices, parse_limit
-from lightning_app.config import FitConfig
+from lightning_app.config import FitConfig, resolve_config
 from lightning_app.errors import UsageError
 from lightning_app.registry import TASKS
-from lightning_app.training import resolve_config
 from lightning_app.tune.report import summarize
 from lightning_app.tune.space import SYNTAX, TUNABLE_FLAGS, build_space, describe, space_help
 from lightning_app.tune.study import PRUNERS, Search, import_optuna, open_study
@@ -84,15 +83,7 @@ def search_from_args(args: argparse.Namespace) -> tuple[Search, dict[str, Any]]:
         raise UsageError(err.args[0]) from None
     fixed = [flag for flag in TUNABLE_FLAGS if getattr(args, flag) is not None]
     space = build_space(task, args.model, args.search_space, fixed)
-    base = FitConfig(
-        task=args.task,
-        model=args.model,
-        **{name: getattr(args, name) for name in (*TUNABLE_FLAGS, "seed", "deterministic", "log_dir")},
-        **{name: getattr(args, name) for name in ("limit_train_batches", "limit_val_batches")},
-        **{name: getattr(args, name) for name in ("data_dir", "cache_dir", "num_workers")},
-        **{name: getattr(args, name) for name in ("accelerator", "devices", "precision")},
-        enable_progress_bar=False,
-    )
+    base = FitConfig.from_flags(vars(args), enable_progress_bar=False)  # the flags that are fit settings
     _, _, base = resolve_config(base)
     study_name = args.study_name or f"{task.name}-{base.model}"
     if not STUDY_NAME_PATTERN.fullmatch(study_name):

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datamodules.cache import atomic_write_bytes
-from lightning_app.inference import load_checkpoint
+from lightning_app.checkpoints import evaluate
 from lightning_app.tables import format_table, metrics_table
-from lightning_app.training import build_trainer
 from lightning_app.tune.space import format_value
 from lightning_app.tune.study import Search, import_optuna, shown_url
 
@@ -57,12 +55,15 @@ def evaluate_best_trial(search: Search, study: optuna.Study, best: optuna.trial.
             f"its checkpoint {path or '(none)'} is not on this machine; test it where it ran: "
             f"python -m lightning_app.test --task {search.task.name} --ckpt {path or 'CKPT'}"
         )
-    loaded = load_checkpoint(path, search.task.name)
     base = search.base
-    datamodule = loaded.datamodule(data_dir=base.data_dir, cache_dir=base.cache_dir, num_workers=base.num_workers)
-    trainer = build_trainer(replace(base, enable_progress_bar=False), logger=False, callbacks=[], log_every_n_steps=50)
-    results = trainer.test(loaded.module, datamodule=datamodule, verbose=False)
-    metrics = {key: float(value) for key, value in results[0].items()}
+    metrics = evaluate(
+        path,
+        search.task.name,
+        hardware=base.hardware,
+        data={"data_dir": base.data_dir, "cache_dir": base.cache_dir, "num_workers": base.num_workers},
+        limit_test_batches=base.limit_test_batches,
+        deterministic=base.deterministic,
+    )
     study.set_user_attr("best_test", {"trial": best.number, "metrics": metrics})
     return metrics, f"checkpoint {path}"
 

@@ -203,7 +203,7 @@ def format_value(value: Any) -> str:
 
 def tunable_defaults(task: Task, model: str | None) -> dict[str, Any]:
     """Every name a search space of ``task``/``model`` may hold, with the value ``fit`` uses by default."""
-    from lightning_app.training import resolve_config  # imports the registry, which imports this module
+    from lightning_app.config import resolve_config  # imports the registry, which imports this module
 
     _, _, resolved = resolve_config(FitConfig(task=task.name, model=model))
     defaults: dict[str, Any] = {flag: getattr(resolved, flag) for flag in TUNABLE_FLAGS}
@@ -225,7 +225,7 @@ def apply_params(config: FitConfig, params: dict[str, Any]) -> FitConfig:
 def check_search_space(task: Task, model: str | None, space: dict[str, Param], where: str) -> None:
     """Raise a one-line :class:`UsageError` (starting with ``where``) for a name ``fit`` does not take or a value
     of the wrong type for its argument."""
-    from lightning_app.training import resolve_config  # imports the registry, which imports this module
+    from lightning_app.config import resolve_config  # imports the registry, which imports this module
 
     defaults = tunable_defaults(task, model)
     for name, param in space.items():

@@ -69,14 +69,13 @@ class Search:
     def objective_name(self) -> str:
         return f"{self.monitor}_best"
 
-    def trial_config(self, params: dict[str, Any], number: int) -> FitConfig:
-        """The ``fit`` settings of trial ``number``: the base with ``params``, in its own folder, never tested."""
-        return replace(
-            apply_params(self.base, params),
-            run_version=f"{self.study_dir.name}/trial-{number}",
-            test=False,
-            enable_progress_bar=False,
-        )
+    def trial_config(self, params: dict[str, Any]) -> FitConfig:
+        """The ``fit`` settings of a trial: the base with ``params``."""
+        return replace(apply_params(self.base, params), enable_progress_bar=False)
+
+    def trial_folder(self, number: int) -> str:
+        """Trial ``number``'s run folder under ``<log_dir>/<task>/`` (``fit``'s ``run_version``)."""
+        return f"{self.study_dir.name}/trial-{number}"
 
 
 def shown_url(url: str) -> str:

@@ -11,14 +11,13 @@ import socket
 import time
 import uuid
 import warnings
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 
 from lightning_app.callbacks import NonFiniteLossError
-from lightning_app.config import dump_config
-from lightning_app.training import fit, resolve_config
+from lightning_app.config import dump_config, resolve_config
+from lightning_app.training import fit
 from lightning_app.tune.space import format_value
 from lightning_app.tune.study import Search, import_optuna
 
@@ -82,10 +81,12 @@ def objective(search: Search, trial: optuna.Trial) -> float:
         trial.set_user_attr("surplus", True)
         raise SurplusTrial(f"the study already has {search.trials} trials")
     params = {name: param.suggest(trial, name) for name, param in search.space.items()}
-    config = search.trial_config(params, trial.number)
+    config = search.trial_config(params)
     _, _, resolved = resolve_config(config)
-    trial.set_user_attr("config", dump_config(resolved))  # without run_version and test: see config.NOT_IN_FILE
-    result = fit(replace(config, extra_callbacks=[PruneUnpromisingTrial(trial, search.monitor)]))
+    trial.set_user_attr("config", dump_config(resolved))
+    # Trials are never tested: only the study's best is (evaluate_best_trial).
+    pruner = PruneUnpromisingTrial(trial, search.monitor)
+    result = fit(config, callbacks=[pruner], test=False, run_version=search.trial_folder(trial.number))
     trial.set_user_attr("best_model_path", result.best_model_path)
     trial.set_user_attr("log_dir", result.log_dir)
     return result.metrics[search.objective_name]
