@@ -42,8 +42,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from datamodules.cache import atomic_write_bytes, create_sibling_file, file_digest, sibling_path
+from datamodules.cache import file_digest
 from datamodules.errors import DataError
+from datamodules.files import atomic_file, atomic_write_bytes, sibling_path
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 #: ai.stanford.edu publishes no checksum. This is the SHA-256 of the 84,125,825-byte archive that
@@ -136,9 +137,9 @@ def download(
     """Download ``url`` to ``destination`` unless it is already there with ``expected_digest``.
 
     The bytes go to a temporary file beside ``destination``, are hashed while
-    they arrive, and the file is renamed to ``destination`` only when the digest
-    matches; on any failure the temporary file is deleted and ``destination``
-    is left as it was.
+    they arrive, and the file is fsynced and renamed to ``destination`` only when
+    the digest matches; on any failure the temporary file is deleted and
+    ``destination`` is left as it was.
 
     Raises:
         ChecksumMismatchError: the downloaded bytes have another digest.
@@ -150,29 +151,22 @@ def download(
     if destination.is_file() and file_hexdigest(destination, algorithm) == expected:
         return destination
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = create_sibling_file(destination, "part")
-    try:
+    with atomic_file(destination, "part") as out:
         digest = _new_hash(algorithm)
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    with _progress_bar(total, destination.name, progress) as bar:
-                        while chunk := response.read(_CHUNK_SIZE):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            bar.update(len(chunk))
-            except _NETWORK_ERRORS as err:
-                raise DownloadError(f"could not download {url}: {_network_reason(err)}") from err
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                with _progress_bar(total, destination.name, progress) as bar:
+                    while chunk := response.read(_CHUNK_SIZE):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except _NETWORK_ERRORS as err:
+            raise DownloadError(f"could not download {url}: {_network_reason(err)}") from err
         actual = digest.hexdigest()
         if actual != expected:
             raise ChecksumMismatchError(url, algorithm, expected, actual)
-        os.replace(partial, destination)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return destination
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytorch_lightning as pl
 import yaml
 
-from datamodules.cache import atomic_write_bytes
+from datamodules.files import atomic_write_bytes
 from lightning_app.errors import UsageError
 
 CONFIG_FILE_NAME = "config.yaml"

@@ -90,7 +90,7 @@ def print_prediction(args: argparse.Namespace, prediction: Prediction) -> int:
     columns = prediction.columns if args.output_format == "table" else prediction.all_columns
     text = render_records(prediction.records, columns, args.output_format)
     if args.output is not None:
-        from datamodules.cache import atomic_write_bytes
+        from datamodules.files import atomic_write_bytes
 
         atomic_write_bytes(args.output, (text + "\n").encode())
         print(f"wrote {len(prediction.records)} predictions to {args.output}", file=sys.stderr)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 
-from datamodules.cache import atomic_write_bytes
+from datamodules.files import atomic_write_bytes
 from lightning_app.callbacks import NonFiniteLossError
 from lightning_app.cli import add_data_arguments, parse_devices, parse_limit, run_cli
 from lightning_app.config import FitConfig, check_arguments, dump_config
