@@ -1,0 +1,238 @@
+"""Archives: download a file with a pinned checksum, extract a tar archive safely.
+
+* :func:`download` streams a URL to a temporary file beside the destination, hashing it
+  as it arrives, and renames it into place only when the digest matches;
+* :func:`safe_extract` checks every tar member (no absolute paths, no ``..``,
+  no links leading out of the target, no device files) before extracting with
+  tarfile's ``"data"`` filter into a staging folder renamed on success.
+
+Used by :mod:`datamodules.download` (full-size IMDB and CIFAR-10), by
+:mod:`datamodules.cifar2` (the bundled image archive) and, for :class:`DownloadError`,
+by ``lightning_app.cli``. Temporary files and folders come from :mod:`datamodules.files`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import posixpath
+import re
+import tarfile
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from datamodules.cache import file_digest
+from datamodules.files import atomic_file, staging_dir
+
+DIGEST_ALGORITHMS = ("sha256", "md5")
+
+_CHUNK_SIZE = 1 << 20
+_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+#: What tarfile's extraction filters raise; absent (nothing to catch) on Pythons without them.
+_TAR_FILTER_ERRORS = getattr(tarfile, "FilterError", ())
+
+
+class DownloadError(Exception):
+    """Fetching or unpacking a dataset failed; the message names the URL or file and what to do."""
+
+
+class ChecksumMismatchError(DownloadError):
+    """The downloaded bytes are not the expected ones (truncated, tampered or a different file)."""
+
+    def __init__(self, url: str, algorithm: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; "
+            "the download was deleted (retry, or pass the mirror's own digest if you trust it)"
+        )
+        self.url, self.algorithm, self.expected, self.actual = url, algorithm, expected, actual
+
+
+class UnsafeArchiveError(DownloadError):
+    """A tar member would be written outside the target folder, or is a link or device that could be."""
+
+
+# ---------------------------------------------------------------------------------------------- download
+
+
+def _new_hash(algorithm: str) -> Any:
+    if algorithm not in DIGEST_ALGORITHMS:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}; expected one of {DIGEST_ALGORITHMS}")
+    # usedforsecurity=False: MD5 only identifies the published CIFAR archive, and FIPS builds refuse it otherwise.
+    return hashlib.new(algorithm, usedforsecurity=False)
+
+
+def file_hexdigest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes with ``algorithm`` (``"sha256"`` or ``"md5"``)."""
+    _new_hash(algorithm)  # rejects an algorithm other than those
+    return file_digest(path, algorithm, _CHUNK_SIZE)
+
+
+def _progress_bar(total: int | None, description: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm  # installed with pytorch-lightning
+
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled)
+
+
+def _network_reason(err: Exception) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        return f"the server answered HTTP {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        return str(err.reason)
+    return f"{type(err).__name__}: {err}"
+
+
+def download(
+    url: str,
+    destination: str | Path,
+    expected_digest: str,
+    algorithm: str = "sha256",
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``destination`` unless it is already there with ``expected_digest``.
+
+    The bytes go to a temporary file beside ``destination``, are hashed while
+    they arrive, and the file is fsynced and renamed to ``destination`` only when
+    the digest matches; on any failure the temporary file is deleted and
+    ``destination`` is left as it was.
+
+    Raises:
+        ChecksumMismatchError: the downloaded bytes have another digest.
+        DownloadError: the server could not be reached or answered with an error.
+    """
+    destination = Path(destination)
+    expected = expected_digest.strip().lower()
+    _new_hash(algorithm)  # reject an unknown algorithm before touching the network
+    if destination.is_file() and file_hexdigest(destination, algorithm) == expected:
+        return destination
+
+    with atomic_file(destination, "part") as out:
+        digest = _new_hash(algorithm)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                with _progress_bar(total, destination.name, progress) as bar:
+                    while chunk := response.read(_CHUNK_SIZE):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+        except _NETWORK_ERRORS as err:
+            raise DownloadError(f"could not download {url}: {_network_reason(err)}") from err
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise ChecksumMismatchError(url, algorithm, expected, actual)
+    return destination
+
+
+# ---------------------------------------------------------------------------------------------- extraction
+
+
+def _resolve_inside(base_parts: list[str], relative: str, symlinks: set[str]) -> str:
+    """Join ``relative`` onto ``base_parts`` lexically; return the path, or raise ``ValueError`` saying why not.
+
+    Lexical resolution is only faithful when no component walked through is a
+    symlink, so passing through one of the archive's own symlinks is refused too.
+    """
+    parts = list(base_parts)
+    components = [component for component in relative.split("/") if component not in ("", ".")]
+    for index, component in enumerate(components):
+        if component == "..":
+            if not parts:
+                raise ValueError("it leads outside the target folder")
+            parts.pop()
+        else:
+            parts.append(component)
+        current = "/".join(parts)
+        if current in symlinks and index < len(components) - 1:
+            raise ValueError(f"it passes through the archive's symlink '{current}'")
+    return "/".join(parts)
+
+
+def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "archive") -> list[tarfile.TarInfo]:
+    """Return ``members`` if every one is safe to extract, else raise :class:`UnsafeArchiveError` naming it.
+
+    Refused: absolute names, ``..`` components, members placed beneath one of the
+    archive's symlinks, symlinks or hard links whose target is absolute or leads
+    outside the target folder, hard links to anything but an earlier regular
+    file of the archive, links sharing their name with another member, anything
+    but a folder named ``.``, and device files or FIFOs.
+    """
+    members = list(members)
+    symlinks = {posixpath.normpath(m.name.lstrip("/")) for m in members if m.issym()}
+    name_counts = Counter(posixpath.normpath(m.name.lstrip("/")) for m in members)
+    earlier_files: set[str] = set()
+    for member in members:
+        name = member.name
+
+        def refuse(why: str, name: str = name) -> UnsafeArchiveError:
+            return UnsafeArchiveError(f"{archive}: refusing to extract member '{name}': {why}")
+
+        if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name) or name.startswith("\\"):
+            raise refuse("absolute path")
+        if ".." in name.replace("\\", "/").split("/"):
+            raise refuse("'..' in its path")
+        normalised = posixpath.normpath(name)
+        if normalised == "." and not member.isdir():
+            raise refuse("it would replace the target folder itself")
+        parents = normalised.split("/")[:-1]
+        for depth in range(1, len(parents) + 1):
+            if "/".join(parents[:depth]) in symlinks:
+                raise refuse(f"it would be written through the archive's symlink '{'/'.join(parents[:depth])}'")
+        if member.ischr() or member.isblk() or member.isfifo():
+            raise refuse("device files and FIFOs are not data")
+        if member.issym() or member.islnk():
+            kind = "symlink" if member.issym() else "hard link"
+            if name_counts[normalised] > 1:
+                # tarfile falls back to copying the link's target when it cannot create the link, which can recurse.
+                raise refuse(f"{kind} shares its name with another member")
+            if member.linkname.startswith("/") or not member.linkname:
+                raise refuse(f"{kind} to absolute or empty path '{member.linkname}'")
+            base = parents if member.issym() else []  # hard link targets are relative to the archive root
+            try:
+                resolved = _resolve_inside(base, member.linkname, symlinks)
+            except ValueError as err:
+                raise refuse(f"{kind} to '{member.linkname}': {err}") from None
+            if member.islnk() and resolved not in earlier_files:
+                raise refuse(f"hard link to '{member.linkname}', which is not an earlier file of the archive")
+        if member.isreg():
+            earlier_files.add(normalised)
+    return members
+
+
+def safe_extract(archive: str | Path, target: str | Path) -> Path:
+    """Extract the tar archive ``archive`` into the new folder ``target`` and return ``target``.
+
+    Every member is checked first (:func:`check_members`); tarfile's ``"data"``
+    filter guards the extraction itself where Python has it (3.12+, 3.11.4+,
+    3.10.12+). Members land in a staging folder beside ``target`` that is
+    renamed to ``target`` only once all are written, so a failure leaves nothing
+    at ``target``.
+
+    Raises:
+        UnsafeArchiveError: a member is unsafe (names it).
+        DownloadError: ``archive`` is not a readable tar file, or writing a member failed.
+        FileExistsError: ``target`` already exists.
+    """
+    archive, target = Path(archive), Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; remove it to extract {archive.name} again")
+    try:
+        with staging_dir(target, "partial") as staging, tarfile.open(archive, "r:*") as tar:
+            members = check_members(tar.getmembers(), archive)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staging, members=members, filter="data")
+            else:  # older Pythons: check_members above is the only guard
+                tar.extractall(staging, members=members)
+    except _TAR_FILTER_ERRORS as err:
+        raise UnsafeArchiveError(f"{archive}: refusing to extract: {err}") from err
+    except (tarfile.TarError, EOFError) as err:
+        reason = " ".join(str(err).split())
+        raise DownloadError(f"{archive}: not a readable tar archive ({reason}); delete it and download again") from err
+    except OSError as err:  # e.g. a member whose parent is a file, or a full disk
+        raise DownloadError(f"{archive}: extraction failed, nothing was kept ({err})") from err
+    return target
