@@ -2,9 +2,10 @@
 
 * :func:`download` streams a URL to a temporary file beside the destination, hashing it
   as it arrives, and renames it into place only when the digest matches;
-* :func:`safe_extract` checks every tar member (no absolute paths, no ``..``,
-  no links leading out of the target, no device files) before extracting with
-  tarfile's ``"data"`` filter into a staging folder renamed on success.
+* :func:`safe_extract` extracts with tarfile's ``"data"`` filter into a staging folder
+  renamed on success; :func:`check_members` first runs that filter over every member
+  (so nothing is written when one is refused) together with the few checks the
+  filter does not make.
 
 Used by :mod:`datamodules.download` (full-size IMDB and CIFAR-10), by
 :mod:`datamodules.cifar2` (the bundled image archive) and, for :class:`DownloadError`,
@@ -132,12 +133,9 @@ def download(
 # ---------------------------------------------------------------------------------------------- extraction
 
 
-def _resolve_inside(base_parts: list[str], relative: str, symlinks: set[str]) -> str:
-    """Join ``relative`` onto ``base_parts`` lexically; return the path, or raise ``ValueError`` saying why not.
-
-    Lexical resolution is only faithful when no component walked through is a
-    symlink, so passing through one of the archive's own symlinks is refused too.
-    """
+def _walk_inside(base_parts: list[str], relative: str, symlinks: set[str]) -> None:
+    """Walk ``relative`` from ``base_parts`` lexically; raise ``ValueError`` saying why if it leaves the target
+    folder or passes through one of the archive's symlinks (lexical resolution is only faithful without those)."""
     parts = list(base_parts)
     components = [component for component in relative.split("/") if component not in ("", ".")]
     for index, component in enumerate(components):
@@ -150,55 +148,102 @@ def _resolve_inside(base_parts: list[str], relative: str, symlinks: set[str]) ->
         current = "/".join(parts)
         if current in symlinks and index < len(components) - 1:
             raise ValueError(f"it passes through the archive's symlink '{current}'")
-    return "/".join(parts)
 
 
-def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "archive") -> list[tarfile.TarInfo]:
-    """Return ``members`` if every one is safe to extract, else raise :class:`UnsafeArchiveError` naming it.
+def _link_kind(member: tarfile.TarInfo) -> str:
+    return "symlink" if member.issym() else "hard link"
 
-    Refused: absolute names, ``..`` components, members placed beneath one of the
-    archive's symlinks, symlinks or hard links whose target is absolute or leads
-    outside the target folder, hard links to anything but an earlier regular
-    file of the archive, links sharing their name with another member, anything
-    but a folder named ``.``, and device files or FIFOs.
+
+def _filter_reason(err: Exception) -> str:
+    """Why tarfile's data filter refused a member, worded as :func:`check_members` words its own refusals."""
+    member = err.tarinfo  # type: ignore[attr-defined]
+    if isinstance(err, tarfile.SpecialFileError):
+        return "device files and FIFOs are not data"
+    if isinstance(err, tarfile.AbsolutePathError):
+        return "absolute path"
+    if isinstance(err, tarfile.AbsoluteLinkError):
+        return f"{_link_kind(member)} to absolute or empty path '{member.linkname}'"
+    if isinstance(err, tarfile.LinkOutsideDestinationError):
+        return f"{_link_kind(member)} to '{member.linkname}': it leads outside the target folder"
+    if isinstance(err, tarfile.OutsideDestinationError):
+        return "it would be written outside the target folder"
+    return str(err)
+
+
+def _refusal(archive: str | Path, name: str, why: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"{archive}: refusing to extract member '{name}': {why}")
+
+
+def _require_data_filter(archive: str | Path) -> None:
+    if not hasattr(tarfile, "data_filter"):
+        raise DownloadError(
+            f"{archive}: safe extraction needs tarfile's 'data' filter (Python 3.10.12+, 3.11.4+ or 3.12+)"
+        )
+
+
+def check_members(
+    members: Iterable[tarfile.TarInfo], destination: str | Path, archive: str | Path = "archive"
+) -> list[tarfile.TarInfo]:
+    """Return ``members`` if every one is safe to extract into ``destination``, else raise
+    :class:`UnsafeArchiveError` naming the first refused one; nothing is written.
+
+    tarfile's ``"data"`` filter, run here over every member (and again by
+    :func:`safe_extract` during extraction), refuses device files and FIFOs and
+    absolute link targets. The checks made here are those it does not make, or does
+    not make reliably on the Pythons this project supports:
+
+    * absolute names: the filter strips the ``/`` and extracts them inside;
+    * any ``..`` component: the filter allows those that stay inside, and the
+      lexical checks below are only sound on names without them;
+    * members beneath one of the archive's symlinks, and link targets that leave the
+      folder or pass through one of its symlinks, resolved lexically: the filter
+      resolves a symlink's target from its unnormalised name (``./a/`` with target
+      ``../b`` passes it on 3.11.7 and lands outside) and follows symlinks already
+      extracted with ``realpath``, which CPython's 2025 fixes (CVE-2025-4517 and
+      others) had to harden;
+    * a member ``.`` that is not a folder, links sharing their name with another
+      member or with an empty target, and hard links to anything but an earlier
+      regular file: tarfile's fallbacks for links it cannot create copy other
+      members, and can recurse.
     """
+    _require_data_filter(archive)
     members = list(members)
     symlinks = {posixpath.normpath(m.name.lstrip("/")) for m in members if m.issym()}
     name_counts = Counter(posixpath.normpath(m.name.lstrip("/")) for m in members)
     earlier_files: set[str] = set()
     for member in members:
         name = member.name
-
-        def refuse(why: str, name: str = name) -> UnsafeArchiveError:
-            return UnsafeArchiveError(f"{archive}: refusing to extract member '{name}': {why}")
-
         if name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name) or name.startswith("\\"):
-            raise refuse("absolute path")
+            raise _refusal(archive, name, "absolute path")
         if ".." in name.replace("\\", "/").split("/"):
-            raise refuse("'..' in its path")
+            raise _refusal(archive, name, "'..' in its path")
         normalised = posixpath.normpath(name)
         if normalised == "." and not member.isdir():
-            raise refuse("it would replace the target folder itself")
+            raise _refusal(archive, name, "it would replace the target folder itself")
         parents = normalised.split("/")[:-1]
         for depth in range(1, len(parents) + 1):
             if "/".join(parents[:depth]) in symlinks:
-                raise refuse(f"it would be written through the archive's symlink '{'/'.join(parents[:depth])}'")
-        if member.ischr() or member.isblk() or member.isfifo():
-            raise refuse("device files and FIFOs are not data")
+                why = f"it would be written through the archive's symlink '{'/'.join(parents[:depth])}'"
+                raise _refusal(archive, name, why)
         if member.issym() or member.islnk():
-            kind = "symlink" if member.issym() else "hard link"
+            kind = _link_kind(member)
             if name_counts[normalised] > 1:
                 # tarfile falls back to copying the link's target when it cannot create the link, which can recurse.
-                raise refuse(f"{kind} shares its name with another member")
-            if member.linkname.startswith("/") or not member.linkname:
-                raise refuse(f"{kind} to absolute or empty path '{member.linkname}'")
-            base = parents if member.issym() else []  # hard link targets are relative to the archive root
-            try:
-                resolved = _resolve_inside(base, member.linkname, symlinks)
-            except ValueError as err:
-                raise refuse(f"{kind} to '{member.linkname}': {err}") from None
-            if member.islnk() and resolved not in earlier_files:
-                raise refuse(f"hard link to '{member.linkname}', which is not an earlier file of the archive")
+                raise _refusal(archive, name, f"{kind} shares its name with another member")
+            if not member.linkname:
+                raise _refusal(archive, name, f"{kind} to absolute or empty path ''")
+            if not member.linkname.startswith("/"):  # an absolute target is the data filter's AbsoluteLinkError
+                try:
+                    _walk_inside(parents if member.issym() else [], member.linkname, symlinks)
+                except ValueError as err:
+                    raise _refusal(archive, name, f"{kind} to '{member.linkname}': {err}") from None
+        try:
+            tarfile.data_filter(member, str(destination))
+        except _TAR_FILTER_ERRORS as err:
+            raise _refusal(archive, name, _filter_reason(err)) from None
+        if member.islnk() and posixpath.normpath(member.linkname) not in earlier_files:
+            why = f"hard link to '{member.linkname}', which is not an earlier file of the archive"
+            raise _refusal(archive, name, why)
         if member.isreg():
             earlier_files.add(normalised)
     return members
@@ -207,29 +252,27 @@ def check_members(members: Iterable[tarfile.TarInfo], archive: str | Path = "arc
 def safe_extract(archive: str | Path, target: str | Path) -> Path:
     """Extract the tar archive ``archive`` into the new folder ``target`` and return ``target``.
 
-    Every member is checked first (:func:`check_members`); tarfile's ``"data"``
-    filter guards the extraction itself where Python has it (3.12+, 3.11.4+,
-    3.10.12+). Members land in a staging folder beside ``target`` that is
-    renamed to ``target`` only once all are written, so a failure leaves nothing
-    at ``target``.
+    Every member is checked first (:func:`check_members`), then extracted with
+    tarfile's ``"data"`` filter, which checks each again against what is on disk.
+    Members land in a staging folder beside ``target`` that is renamed to
+    ``target`` only once all are written, so a failure leaves nothing at ``target``.
 
     Raises:
         UnsafeArchiveError: a member is unsafe (names it).
-        DownloadError: ``archive`` is not a readable tar file, or writing a member failed.
+        DownloadError: ``archive`` is not a readable tar file, writing a member failed,
+            or this Python's tarfile has no ``"data"`` filter.
         FileExistsError: ``target`` already exists.
     """
     archive, target = Path(archive), Path(target)
     if target.exists():
         raise FileExistsError(f"{target} already exists; remove it to extract {archive.name} again")
+    _require_data_filter(archive)
     try:
         with staging_dir(target, "partial") as staging, tarfile.open(archive, "r:*") as tar:
-            members = check_members(tar.getmembers(), archive)
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(staging, members=members, filter="data")
-            else:  # older Pythons: check_members above is the only guard
-                tar.extractall(staging, members=members)
+            members = check_members(tar.getmembers(), staging, archive)
+            tar.extractall(staging, members=members, filter="data")
     except _TAR_FILTER_ERRORS as err:
-        raise UnsafeArchiveError(f"{archive}: refusing to extract: {err}") from err
+        raise _refusal(archive, err.tarinfo.name, _filter_reason(err)) from err
     except (tarfile.TarError, EOFError) as err:
         reason = " ".join(str(err).split())
         raise DownloadError(f"{archive}: not a readable tar archive ({reason}); delete it and download again") from err
