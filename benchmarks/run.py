@@ -35,7 +35,7 @@ import torchmetrics
 
 from benchmarks.overhead import lightning_epoch_seconds, measure_overhead
 from benchmarks.sections import OWNED_ELSEWHERE
-from datamodules.cache import atomic_write_bytes
+from datamodules.files import atomic_write_bytes
 from lightning_app.registry import TASKS
 from lightning_app.training import FitConfig, build_datamodule_and_module, fit, resolve_config
 from lightning_app.warning_filters import silence_harmless_warnings

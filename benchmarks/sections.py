@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.cache import atomic_write_bytes
+from datamodules.files import atomic_write_bytes
 
 
 @dataclass(frozen=True)

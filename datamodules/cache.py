@@ -6,7 +6,8 @@ from (source file digests, preprocessing settings) and each array's dtype, shape
 SHA-256. Nothing in it is pickled, so loading runs no code.
 
 * **Atomic**: a builder writes into a hidden temporary folder beside the entry and
-  renames it into place when every array is complete; a crash leaves no half entry.
+  renames it into place when every array is complete; a crash leaves no half entry
+  (:func:`datamodules.files.staging_dir`, the project's one implementation of that).
 * **Streamed**: :class:`CacheWriter` appends an array chunk by chunk with file
   writes (hashing as it goes), so an array never has to be in memory whole.
 * **Verified**: a load checks each file's size and streams it through SHA-256 in
@@ -24,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 from filelock import FileLock
+
+from datamodules.files import atomic_write_bytes, remove_stale_siblings, staging_dir, sync_and_close
 
 CACHE_ENV_VAR = "LIGHTNING_APP_CACHE"
 MANIFEST_NAME = "manifest.json"
@@ -67,37 +68,6 @@ def key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = create_sibling_file(path, "tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def create_sibling_file(path: Path, kind: str) -> tuple[int, Path]:
-    """A new, empty, uniquely named file beside ``path``, open for writing: ``(fd, its path)``.
-
-    Created with mode 0o666 less the umask, as a plain ``open`` would (``mkstemp``
-    would make it 0o600, and the renamed result unreadable to other users).
-    """
-    temp = sibling_path(path, kind)
-    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
-
-
-def sibling_path(path: Path, kind: str) -> Path:
-    """A new hidden name beside ``path`` for a ``kind`` of temporary: ``.<name>.<kind>-<hex>``."""
-    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
-
-
 def _as_numpy(array: torch.Tensor | np.ndarray) -> np.ndarray:
     """A C-contiguous NumPy view (or copy) of a CPU tensor or array, for writing its bytes."""
     if isinstance(array, torch.Tensor):
@@ -126,9 +96,7 @@ class _ArrayFile:
         self.rows += array.shape[0]
 
     def finish(self) -> dict[str, Any]:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
+        sync_and_close(self.handle)
         return {
             "file": self.path.name,
             "dtype": self.dtype_name,
@@ -245,50 +213,20 @@ def load_arrays(path: str | Path, key: dict[str, Any]) -> dict[str, torch.Tensor
     return arrays
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _publish(staging: Path, path: Path) -> None:
-    """Rename the finished ``staging`` folder to ``path``, moving an old entry (or stray file) out of the way first.
-
-    Processes still mapping the old entry's files keep reading them: unlinked files live on while mapped.
-    """
-    if path.exists() or path.is_symlink():
-        retired = sibling_path(path, "old")
-        os.replace(path, retired)
-        _remove(retired)
-    os.replace(staging, path)
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete what a killed builder of ``path`` left beside it (its temporary or retired folders).
-
-    Only called under the entry's lock: no other builder of ``path`` is running.
-    """
-    for kind in ("tmp", "old"):
-        for leftover in path.parent.glob(f".{path.name}.{kind}-*"):
-            _remove(leftover)
+#: The temporaries a builder of an entry leaves beside it when killed: its staging folder and a retired entry.
+_TEMPORARY_KINDS = ("tmp", "old")
 
 
 def write_arrays(path: str | Path, key: dict[str, Any], build: Callable[[CacheWriter], None]) -> None:
     """Run ``build(writer)`` into a temporary folder beside ``path``, then rename it to ``path`` (replacing it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = sibling_path(path, "tmp")
-    staging.mkdir()
-    writer = CacheWriter(staging)
-    try:
-        build(writer)
-        writer.finish(key)
-        _publish(staging, path)
-    except BaseException:
-        writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with staging_dir(path, "tmp", replace=True) as staging:
+        writer = CacheWriter(staging)
+        try:
+            build(writer)
+            writer.finish(key)
+        except BaseException:
+            writer.abort()
+            raise
 
 
 def cached_arrays(
@@ -305,7 +243,7 @@ def cached_arrays(
         arrays = load_arrays(path, key)
         if arrays is not None:
             return arrays, True
-        _remove_stale_temporaries(path)
+        remove_stale_siblings(path, _TEMPORARY_KINDS)  # under the lock: no other builder of path runs
         write_arrays(path, key, build)
         arrays = load_arrays(path, key)
         if arrays is None:

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 
+from datamodules.archives import safe_extract
 from datamodules.base import PACKAGED_DATA_DIR, TaskDataModule, train_val_split
 from datamodules.batches import BatchIndexedTensors
 from datamodules.cache import cached_tensors, default_cache_dir, file_digest
-from datamodules.download import safe_extract
 from datamodules.errors import DataError
 from datamodules.image_folder import (
     OnBadImage,
@@ -130,7 +130,7 @@ def extract_packaged_archive(cache_dir: Path, archive: Path = PACKAGED_ARCHIVE) 
     """Extract the bundled archive once into ``cache_dir`` and return the folder holding ``train/`` and ``test/``.
 
     The target folder is named after the archive's SHA-256, so a new archive is
-    extracted afresh. Extraction is :func:`datamodules.download.safe_extract`
+    extracted afresh. Extraction is :func:`datamodules.archives.safe_extract`
     (members checked, staging folder renamed into place), under a file lock so
     concurrent processes extract once.
     """

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from datamodules.download import DownloadError
+from datamodules.archives import DownloadError
 from datamodules.errors import DataError
 from lightning_app.callbacks import NonFiniteLossError
 from lightning_app.errors import UsageError

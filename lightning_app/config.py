@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from datamodules.cache import atomic_write_bytes
+from datamodules.files import atomic_write_bytes
 from lightning_app.errors import UsageError
 from lightning_app.registry import Task, Variant, get_task
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from datamodules.cache import atomic_write_bytes
+from datamodules.files import atomic_write_bytes
 from lightning_app.checkpoints import load_checkpoint
 from lightning_app.cli import run_cli
 from lightning_app.errors import UsageError

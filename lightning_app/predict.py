@@ -114,7 +114,7 @@ def print_prediction(options: PredictOptions, prediction: Prediction) -> int:
     columns = prediction.columns if options.output_format == "table" else prediction.all_columns
     text = render_records(prediction.records, columns, options.output_format)
     if options.output is not None:
-        from datamodules.cache import atomic_write_bytes
+        from datamodules.files import atomic_write_bytes
 
         atomic_write_bytes(options.output, (text + "\n").encode())
         print(f"wrote {len(prediction.records)} predictions to {options.output}", file=sys.stderr)

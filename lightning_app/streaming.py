@@ -5,9 +5,10 @@
   (parses, decodes, loads) and yields chunk ``i`` when ``i % world_size == rank``. Memory holds one chunk.
 * ``TaskModule.predict_step`` scores a chunk with ``predict_raw``; :class:`ChunkWriter` (a
   ``BasePredictionWriter``) formats and writes its records as soon as it is scored.
-* One process writes to stdout, or to a temporary file beside ``--output`` renamed over it at the end. Several
-  processes each write their chunks' records to a part file beside ``--output`` (length-prefixed blocks); rank 0
-  merges them round-robin by chunk index into the same bytes one process writes, then removes them.
+* One process writes to stdout, or to a temporary file beside ``--output`` fsynced and renamed over it at the end
+  (:class:`datamodules.files.SiblingFile`). Several processes each write their chunks' records to a part file
+  beside ``--output`` (length-prefixed blocks); rank 0 merges them round-robin by chunk index into the same bytes
+  one process writes (again through a temporary file renamed over ``--output``), then removes them.
 * A failed or interrupted run leaves neither ``--output`` nor temporary or part files.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import secrets
 import struct
 import sys
@@ -29,8 +29,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.cache import create_sibling_file
 from datamodules.errors import DataError
+from datamodules.files import SiblingFile, open_new_file
 from lightning_app.errors import UsageError
 from lightning_app.raw_inputs import RawChunk, StreamedInputs
 from lightning_app.tables import RecordFormatter
@@ -167,7 +167,7 @@ class ChunkWriter(BasePredictionWriter):
         self.skipped = 0
         self.error: tuple[int, DataError] | None = None
         self._handle: IO[bytes] | None = None
-        self._temp: Path | None = None
+        self._temp: SiblingFile | None = None
         self._parts: list[Path] = []
         self._bar: Any = None
 
@@ -182,9 +182,8 @@ class ChunkWriter(BasePredictionWriter):
             self._parts = [part_path(self.output, rank, token) for rank in range(self.world_size)]
             self._handle = self._create(self._parts[self.rank])
         elif self.output is not None:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._temp = create_sibling_file(self.output, "tmp")
-            self._handle = os.fdopen(fd, "wb")
+            self._temp = SiblingFile(self.output)
+            self._handle = self._temp.handle
         if self.progress and self.rank == 0:
             from tqdm import tqdm
 
@@ -194,7 +193,7 @@ class ChunkWriter(BasePredictionWriter):
     @staticmethod
     def _create(path: Path) -> IO[bytes]:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+        return open_new_file(path)
 
     def warn(self, message: str) -> None:
         """A warning line on stderr that leaves the progress bar intact."""
@@ -246,12 +245,8 @@ class ChunkWriter(BasePredictionWriter):
         if self.error is not None:
             raise self.error[1]
         self._write_text(self.formatter.finish())
-        if self._handle is not None:
-            assert self._temp is not None and self.output is not None
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            os.replace(self._temp, self.output)
+        if self._temp is not None:
+            self._temp.replace()
             self._temp = None
         return StreamSummary(self.formatter.rows_written, self.skipped, self.output)
 
@@ -269,13 +264,9 @@ class ChunkWriter(BasePredictionWriter):
         trainer.strategy.barrier("predict-parts-written")
         if self.rank != 0:
             return StreamSummary(0, 0, self.output)
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._temp = create_sibling_file(self.output, "tmp")
-        with os.fdopen(fd, "wb") as merged:
-            skipped = merge_parts(self._parts, self.formatter, merged)
-            merged.flush()
-            os.fsync(merged.fileno())
-        os.replace(self._temp, self.output)
+        self._temp = SiblingFile(self.output)
+        skipped = merge_parts(self._parts, self.formatter, self._temp.handle)
+        self._temp.replace()
         self._temp = None
         self.cleanup()
         return StreamSummary(self.formatter.rows_written, skipped, self.output)
@@ -287,7 +278,7 @@ class ChunkWriter(BasePredictionWriter):
         if self._handle is not None and not self._handle.closed:
             self._handle.close()
         if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
+            self._temp.discard()
             self._temp = None
         for rank, part in enumerate(self._parts):
             if self.rank in (0, rank):

@@ -283,9 +283,8 @@ def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, n
 
 
 def test_fit_passes_no_seed_and_older_checkpoints_with_one_still_load(tiny_fit, tmp_path, capsys):
-    from lightning_app.checkpoints import load_checkpoint
-
     from lightning_app import test as test_cli
+    from lightning_app.checkpoints import load_checkpoint
 
     result = tiny_fit("covid19")
     checkpoint = torch.load(result.best_model_path, weights_only=True)

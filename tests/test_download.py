@@ -24,18 +24,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from datamodules import download as download_module
-from datamodules.download import (
-    ChecksumMismatchError,
-    DownloadError,
-    UnsafeArchiveError,
-    aclimdb_to_tsv,
-    cifar10_to_imagefolder,
-    download,
-    load_cifar_pickle,
-    main,
-    prepare_full_dataset,
-    safe_extract,
-)
+from datamodules.archives import ChecksumMismatchError, DownloadError, UnsafeArchiveError, download, safe_extract
+from datamodules.converters import aclimdb_to_tsv, cifar10_to_imagefolder, load_cifar_pickle
+from datamodules.download import main, prepare_full_dataset
 from datamodules.errors import DataError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datamodules.cache import atomic_write_bytes
+from datamodules.files import atomic_write_bytes
 from lightning_app.checkpoints import evaluate
 from lightning_app.tables import format_table, metrics_table
 from lightning_app.tune.space import format_value
