@@ -25,7 +25,7 @@ from lightning_app.predictors import (
 )
 from lightning_app.raw_inputs import StreamedInputs
 from lightning_app.review import ConfusionMatrixFigure, ImagePredictionGrid, PRCurve, ValidationTextTable
-from lightning_app.tune.space import Choice, FloatRange, IntRange, Param
+from lightning_app.tune.params import Choice, FloatRange, IntRange, Param
 
 
 def class_defaults(cls: type) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from lightning_app.fit import parse_config
 from lightning_app.registry import TASKS
 from lightning_app.run_reader import read_scalars
 from lightning_app.tune.cli import main as tune_main
+from lightning_app.tune.params import Choice, FloatRange, IntRange, parse_param
 from lightning_app.tune.report import HISTORY_PLOT, IMPORTANCE_PLOT
-from lightning_app.tune.space import Choice, FloatRange, IntRange, check_search_space, parse_param, tunable_defaults
+from lightning_app.tune.space import check_search_space, tunable_defaults
 from lightning_app.tune.study import PRUNERS
 
 STUDY = "titanic-default"

@@ -11,8 +11,10 @@ checkpoint is tested once, its settings written as ``best_config.yaml`` for ``py
 
 The modules, each importing only those before it:
 
-- :mod:`~lightning_app.tune.space`: the search-space kinds (``FloatRange``, ``IntRange``, ``Choice``), the
-  ``--search-space`` syntax, and building and checking a task's space (the registry imports it);
+- :mod:`~lightning_app.tune.params`: the search-space kinds (``FloatRange``, ``IntRange``, ``Choice``) and the
+  ``--search-space`` syntax (the registry imports it, so it imports nothing of the project's but its errors);
+- :mod:`~lightning_app.tune.space`: a task's space, built from the registry and ``--search-space`` and checked
+  against what ``fit`` takes;
 - :mod:`~lightning_app.tune.study`: :class:`~lightning_app.tune.study.Search`, the pruners, the storage and the
   lock around creating the study, creating or resuming it;
 - :mod:`~lightning_app.tune.trials`: one trial as a ``fit`` run, pruning, dead processes' trials, the trial loop;
@@ -20,5 +22,5 @@ The modules, each importing only those before it:
 - :mod:`~lightning_app.tune.cli`: the flags and :func:`~lightning_app.tune.cli.main`.
 
 Optuna is an optional dependency (``pip install -e ".[tune]"``), imported only when a search runs; importing this
-package imports nothing (the registry imports :mod:`~lightning_app.tune.space` while it is being built).
+package imports nothing (the registry imports :mod:`~lightning_app.tune.params` while it is being built).
 """

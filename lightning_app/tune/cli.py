@@ -19,8 +19,9 @@ from lightning_app.cli import add_data_arguments, parse_devices, parse_limit
 from lightning_app.config import FitConfig, resolve_config
 from lightning_app.errors import UsageError
 from lightning_app.registry import TASKS
+from lightning_app.tune.params import SYNTAX, TUNABLE_FLAGS, describe
 from lightning_app.tune.report import summarize
-from lightning_app.tune.space import SYNTAX, TUNABLE_FLAGS, build_space, describe, space_help
+from lightning_app.tune.space import build_space, space_help
 from lightning_app.tune.study import PRUNERS, Search, import_optuna, open_study
 from lightning_app.tune.trials import run_trials
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from datamodules.files import atomic_write_bytes
 from lightning_app.checkpoints import evaluate
 from lightning_app.tables import format_table, metrics_table
-from lightning_app.tune.space import format_value
+from lightning_app.tune.params import format_value
 from lightning_app.tune.study import Search, import_optuna, shown_url
 
 if TYPE_CHECKING:

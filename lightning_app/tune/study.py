@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from lightning_app.config import FitConfig
 from lightning_app.errors import UsageError
 from lightning_app.registry import Task
-from lightning_app.tune.space import Param, apply_params, describe, tunable_defaults
+from lightning_app.tune.params import Param, describe
+from lightning_app.tune.space import apply_params, tunable_defaults
 
 if TYPE_CHECKING:
     import optuna

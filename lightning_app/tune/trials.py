@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from lightning_app.callbacks import NonFiniteLossError
 from lightning_app.config import dump_config, resolve_config
 from lightning_app.training import fit
-from lightning_app.tune.space import format_value
+from lightning_app.tune.params import format_value
 from lightning_app.tune.study import Search, import_optuna
 
 if TYPE_CHECKING:
