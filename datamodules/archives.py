@@ -174,11 +174,22 @@ def _refusal(archive: str | Path, name: str, why: str) -> UnsafeArchiveError:
     return UnsafeArchiveError(f"{archive}: refusing to extract member '{name}': {why}")
 
 
-def _require_data_filter(archive: str | Path) -> None:
-    if not hasattr(tarfile, "data_filter"):
-        raise DownloadError(
-            f"{archive}: safe extraction needs tarfile's 'data' filter (Python 3.10.12+, 3.11.4+ or 3.12+)"
-        )
+#: tarfile's ``"data"`` filter (Python 3.10.12+, 3.11.4+, 3.12+). Older Pythons (Debian 12 ships 3.11.2) get the two
+#: refusals of it that :func:`check_members` does not make itself, in :func:`_filter_member`.
+HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
+
+
+def _filter_member(member: tarfile.TarInfo, destination: str | Path, archive: str | Path) -> None:
+    """Refuse ``member`` where tarfile's data filter would (device files and FIFOs, absolute link targets)."""
+    if HAS_DATA_FILTER:
+        try:
+            tarfile.data_filter(member, str(destination))
+        except _TAR_FILTER_ERRORS as err:
+            raise _refusal(archive, member.name, _filter_reason(err)) from None
+    elif member.isdev():
+        raise _refusal(archive, member.name, "device files and FIFOs are not data")
+    elif (member.issym() or member.islnk()) and member.linkname.startswith("/"):
+        raise _refusal(archive, member.name, f"{_link_kind(member)} to absolute or empty path '{member.linkname}'")
 
 
 def check_members(
@@ -206,7 +217,6 @@ def check_members(
       regular file: tarfile's fallbacks for links it cannot create copy other
       members, and can recurse.
     """
-    _require_data_filter(archive)
     members = list(members)
     symlinks = {posixpath.normpath(m.name.lstrip("/")) for m in members if m.issym()}
     name_counts = Counter(posixpath.normpath(m.name.lstrip("/")) for m in members)
@@ -237,10 +247,7 @@ def check_members(
                     _walk_inside(parents if member.issym() else [], member.linkname, symlinks)
                 except ValueError as err:
                     raise _refusal(archive, name, f"{kind} to '{member.linkname}': {err}") from None
-        try:
-            tarfile.data_filter(member, str(destination))
-        except _TAR_FILTER_ERRORS as err:
-            raise _refusal(archive, name, _filter_reason(err)) from None
+        _filter_member(member, destination, archive)
         if member.islnk() and posixpath.normpath(member.linkname) not in earlier_files:
             why = f"hard link to '{member.linkname}', which is not an earlier file of the archive"
             raise _refusal(archive, name, why)
@@ -253,24 +260,22 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
     """Extract the tar archive ``archive`` into the new folder ``target`` and return ``target``.
 
     Every member is checked first (:func:`check_members`), then extracted with
-    tarfile's ``"data"`` filter, which checks each again against what is on disk.
+    tarfile's ``"data"`` filter where this Python has it, which checks each again against what is on disk.
     Members land in a staging folder beside ``target`` that is renamed to
     ``target`` only once all are written, so a failure leaves nothing at ``target``.
 
     Raises:
         UnsafeArchiveError: a member is unsafe (names it).
-        DownloadError: ``archive`` is not a readable tar file, writing a member failed,
-            or this Python's tarfile has no ``"data"`` filter.
+        DownloadError: ``archive`` is not a readable tar file, or writing a member failed.
         FileExistsError: ``target`` already exists.
     """
     archive, target = Path(archive), Path(target)
     if target.exists():
         raise FileExistsError(f"{target} already exists; remove it to extract {archive.name} again")
-    _require_data_filter(archive)
     try:
         with staging_dir(target, "partial") as staging, tarfile.open(archive, "r:*") as tar:
             members = check_members(tar.getmembers(), staging, archive)
-            tar.extractall(staging, members=members, filter="data")
+            tar.extractall(staging, members=members, **({"filter": "data"} if HAS_DATA_FILTER else {}))
     except _TAR_FILTER_ERRORS as err:
         raise _refusal(archive, err.tarinfo.name, _filter_reason(err)) from err
     except (tarfile.TarError, EOFError) as err:

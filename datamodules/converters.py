@@ -201,7 +201,7 @@ def cifar10_to_imagefolder(
     in batch order and saved as lossless RGB PNG. The tree is built in a staging
     folder renamed to ``out_dir`` at the end, so ``out_dir`` must not exist yet.
     """
-    from PIL import Image  # installed with torchvision
+    from PIL import Image
 
     batches_dir = _find_folder(Path(extracted_root), "cifar-10-batches-py")
     out_dir = Path(out_dir)
