@@ -5,10 +5,15 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import io
+import json
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from synthetic_data import make_tree, synthetic_reviews, write_tiny_data, write_tsv
 
 from datamodules import Cifar2DataModule, Covid19DataModule, DataError, IMDBDataModule, TitanicDataModule
@@ -16,6 +21,7 @@ from datamodules.covid import read_counts
 from datamodules.text_files import read_labeled_texts
 from datamodules.titanic import read_passengers
 from lightning_app import fit as fit_cli
+from lightning_app import predict as predict_cli
 
 
 def rewrite(path: Path, old: str, new: str, count: int = 1) -> None:
@@ -202,3 +208,131 @@ def test_an_imdb_or_image_training_set_with_one_class_is_refused_naming_it(tmp_p
     images = make_tree(tmp_path / "images", ["cat"], train_per_class=4, test_per_class=2)
     with pytest.raises(DataError, match=r"train: only one class folder \['cat'\]"):
         Cifar2DataModule(data_dir=images, cache_dir=tmp_path / "cache").setup("fit")
+
+
+# -- broken files through the command lines: one line naming the file, nothing written --------------------------
+
+
+def run_fit(argv: list[str], capsys) -> tuple[int, list[str]]:
+    code = fit_cli.run_cli(fit_cli.main, ["--no-progress-bar", "--accelerator", "cpu", *argv])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightning_app:")]
+
+
+def test_fit_from_a_truncated_checkpoint_is_a_one_line_error(trained, tmp_path, capsys):
+    data = Path(trained["titanic"].best_model_path).read_bytes()
+    checkpoint = tmp_path / "truncated.ckpt"
+    checkpoint.write_bytes(data[: len(data) // 2])
+    log_dir = tmp_path / "logs"
+    code, err = run_fit(["--task", "titanic", "--ckpt-path", str(checkpoint), "--log-dir", str(log_dir)], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"lightning_app: error: {checkpoint}: not a PyTorch checkpoint"), err[0]
+    assert not log_dir.exists()
+
+
+def test_fit_on_a_truncated_gz_file_is_a_one_line_error_naming_it(tmp_path, capsys):
+    data = write_tiny_data(tmp_path / "imdb")
+    packed = data / "train.tsv.gz"
+    with gzip.open(packed, "wb") as handle:
+        handle.write((data / "train.tsv").read_bytes())
+    (data / "train.tsv").unlink()
+    packed.write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    log_dir = tmp_path / "logs"
+    argv = [
+        "--task",
+        "imdb",
+        "--data-dir",
+        str(data),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--log-dir",
+        str(log_dir),
+    ]
+    code, err = run_fit([*argv, "--fast-dev-run"], capsys)
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"lightning_app: data error: {packed}: cannot read file (Compressed file ended"), err[0]
+    assert not log_dir.exists()
+
+
+# -- images in other modes, and decompression bombs ---------------------------------------------------------
+
+
+def decompression_bomb(path: Path, side: int = 20_000) -> None:
+    """A PNG whose header claims ``side x side`` pixels (over Pillow's limit), without the pixels: it stays tiny."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", side, side)  # IHDR width and height
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    path.write_bytes(bytes(png))
+
+
+def odd_modes(folder: Path, source: Path) -> dict[str, Path]:
+    """The image ``source`` saved as grey, grey JPEG, RGBA (with a larger size), palette and 16-bit grey images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = Image.open(source).convert("RGB")
+    images = {
+        "grey.png": rgb.convert("L"),
+        "grey.jpg": rgb.convert("L"),
+        "rgba.png": rgb.convert("RGBA").resize((50, 40)),
+        "palette.png": rgb.convert("P", palette=Image.Palette.ADAPTIVE),
+        "palette.gif": rgb.convert("P"),
+        "grey16.png": rgb.convert("I;16"),
+    }
+    paths = {}
+    for name, image in images.items():
+        image.save(folder / name)
+        paths[name] = folder / name
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore:.*cannot be computed and are reported as NaN:UserWarning")  # 2 val images
+def test_grey_rgba_and_palette_images_train_and_a_decompression_bomb_is_named(tmp_path, capsys):
+    root = make_tree(tmp_path / "data", ["bird", "cat"], train_per_class=6, test_per_class=2)
+    odd_modes(root / "train" / "cat", root / "train" / "cat" / "0.png")
+    odd_modes(root / "test" / "bird", root / "test" / "bird" / "0.png")
+    argv = ["--task", "cifar2", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "4"]
+    code, err = run_fit([*argv, "--fast-dev-run", "2"], capsys)
+    assert code == 0, err
+
+    bomb = root / "train" / "bird" / "huge.png"
+    decompression_bomb(bomb)
+    log_dir = tmp_path / "logs"
+    code, err = run_fit([*argv, "--max-epochs", "1", "--log-dir", str(log_dir)], capsys)
+    assert code == 1 and len(err) == 1, err
+    assert (
+        err[0].startswith(f"lightning_app: data error: {bomb}: not a readable image (")
+        and "decompression bomb" in err[0]
+    )
+    assert not log_dir.exists()
+
+
+def test_grey_rgba_and_palette_images_are_predicted_as_their_rgb_copies(three_class_run, tmp_path, capsys):
+    root, result = three_class_run
+    paths = odd_modes(tmp_path / "odd", root / "test" / "cat" / "0.png")
+    copies = tmp_path / "rgb"
+    copies.mkdir()
+    for name, path in paths.items():  # what the documented conversion gives: RGB, resized like any other image
+        Image.open(path).convert("RGB").save(copies / f"{name}.png")
+    argv = ["--task", "cifar2", "--ckpt", result.best_model_path, "--format", "json", "--accelerator", "cpu"]
+
+    def predict(*args: str) -> tuple[int, list[dict], list[str]]:
+        code = fit_cli.run_cli(predict_cli.main, [*argv, *args])
+        captured = capsys.readouterr()
+        return code, json.loads(captured.out or "[]"), [line for line in captured.err.splitlines() if line.strip()]
+
+    code, odd, _ = predict(str(tmp_path / "odd"))
+    assert code == 0 and len(odd) == len(paths)
+    code, rgb, _ = predict(str(copies))
+    by_name = {Path(record["path"]).name: record for record in rgb}
+    for record in odd:
+        copy = by_name[Path(record["path"]).name + ".png"]
+        assert record["label"] == copy["label"] and record["probability"] == pytest.approx(
+            copy["probability"], abs=1e-4
+        )
+
+    bomb = tmp_path / "odd" / "huge.png"
+    decompression_bomb(bomb)
+    code, _, err = predict(str(tmp_path / "odd"))
+    assert code == 1 and len(err) == 1 and err[0].startswith(f"lightning_app: data error: {bomb}: not a readable image")
+    code, kept, err = predict(str(tmp_path / "odd"), "--skip-bad-inputs")
+    assert code == 0 and len(kept) == len(paths) and sum(f"skipped {bomb}" in line for line in err) == 1
