@@ -145,7 +145,8 @@ def _csv_reader(path: Path, required_columns: list[str], delimiter: str) -> Iter
     """An open ``DictReader`` whose header was checked (stripped names, required columns, UTF-8); ``csv.Error`` as
     :class:`DataError`. Values are read with ``errors="surrogateescape"``: see :func:`_not_utf8`."""
     try:
-        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        # utf-8-sig: a file saved by Excel starts with a byte-order mark, which is not part of the first column name.
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             if reader.fieldnames is None:
                 raise DataError(path, "file is empty (expected a header row)")

@@ -10,6 +10,8 @@ are in time order: the last ``test_days`` target days are the test period, the
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +45,7 @@ def _parse_count(path: Path, line: int, column: str, value: str, allow_negative:
 def _delimiter(path: Path) -> str:
     """Tab unless the header line has commas and no tab."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
             header = handle.readline()
     except OSError:
         return "\t"
@@ -53,8 +55,8 @@ def _delimiter(path: Path) -> str:
 def read_counts(path: str | Path, counts: Counts = "cumulative") -> tuple[list[str], list[str], torch.Tensor]:
     """Read a ``date`` column plus every other column as counts: ``(dates, columns, float32[days, columns])``.
 
-    Tab- or comma-separated. Cumulative counts must be non-negative; daily counts may be negative
-    (corrections).
+    Tab- or comma-separated; one row per day (YYYY-MM-DD, consecutive: see :func:`check_consecutive_days`).
+    Cumulative counts must be non-negative; daily counts may be negative (corrections).
     """
     path = Path(path)
     if not path.is_file():
@@ -65,13 +67,38 @@ def read_counts(path: str | Path, counts: Counts = "cumulative") -> tuple[list[s
     if not columns:
         raise DataError(path, f"no count columns besides '{DATE_COLUMN}'", line=1)
     dates = [row[DATE_COLUMN].strip() for _, row in rows]
+    days = [_parse_date(path, line, date) for (line, _), date in zip(rows, dates, strict=True)]
     values = [
         [_parse_count(path, line, column, row[column], allow_negative=counts == "daily") for column in columns]
         for line, row in rows
     ]
-    if sorted(dates) != dates or len(set(dates)) != len(dates):
-        raise DataError(path, "dates must be unique and in increasing order")
-    return dates, columns, torch.tensor(values, dtype=torch.float32)
+    check_consecutive_days(path, [line for line, _ in rows], days)
+    return [day.isoformat() for day in days], columns, torch.tensor(values, dtype=torch.float32)
+
+
+def _parse_date(path: Path, line: int, value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        problem = f"column '{DATE_COLUMN}' must be a date as YYYY-MM-DD, got {value!r}"
+        raise DataError(path, problem, line=line) from None
+
+
+def check_consecutive_days(path: Path, lines: list[int], days: list[dt.date]) -> None:
+    """A :class:`DataError` naming the file, line and dates at the first day that does not follow the one before
+    by exactly one day: the model differences consecutive rows as days, so a gap, a repeat or a step back would
+    silently shift every window after it."""
+    for line, (before, day) in zip(lines[1:], itertools.pairwise(days), strict=True):
+        step = (day - before).days
+        if step == 1:
+            continue
+        if step == 0:
+            problem = f"{day} appears twice"
+        elif step < 0:
+            problem = f"{before} is followed by {day} (dates must increase)"
+        else:
+            problem = f"{before} is followed by {day} ({step - 1} day{'s' if step > 2 else ''} missing)"
+        raise DataError(path, f"dates must be consecutive days: {problem}", line=line)
 
 
 def read_cumulative_counts(path: str | Path) -> tuple[list[str], torch.Tensor]:
@@ -117,7 +144,8 @@ class Covid19DataModule(TaskDataModule):
     ``float32[B, C]`` the next day's values.
 
     Args:
-        data_dir: folder with ``covid-19.csv``: a ``date`` column (ISO dates, increasing) and one or
+        data_dir: folder with ``covid-19.csv``: a ``date`` column (ISO dates, one row per day: a missing or
+            repeated day is an error naming the dates) and one or
             more count columns, tab or comma separated (default: the bundled data).
         window: days of history per sample (the tutorial's 8).
         test_days: last target days held out for testing.

@@ -74,11 +74,13 @@ def source_fingerprint(files: Sequence[tuple[Path, int]], root: Path) -> list[li
 def read_image(path: str | Path, image_size: int) -> torch.Tensor:
     """Decode one image file to ``uint8[3, image_size, image_size]`` RGB with Pillow.
 
-    Any format Pillow reads works (JPEG, PNG, BMP, GIF, WebP, ...); grey-scale,
-    palette and RGBA images are converted to RGB. An image of another size is
-    resized to ``image_size x image_size`` (bilinear with antialiasing, aspect
-    ratio not kept). Raises :class:`DataError` naming the file if it cannot be
-    read or decoded.
+    Any format Pillow reads works (JPEG, PNG, BMP, GIF, WebP, ...); grey-scale (also
+    16-bit), palette and RGBA images are converted to RGB (alpha dropped). An image of
+    another size is resized to ``image_size x image_size`` (bilinear with antialiasing,
+    aspect ratio not kept). Raises :class:`DataError` naming the file if it cannot be
+    read or decoded, and for a decompression bomb: an image of more than twice
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 179 million by default) is refused from
+    its header, before its pixels are decoded (Pillow warns between one and two times).
     """
     path = Path(path)
     try:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import array
+import codecs
 import gzip
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,11 +27,14 @@ def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
     Lines are split on ``\\n`` only (``str.splitlines`` would also split on U+0085, NEL,
     which some reviews contain); a trailing ``\\r`` is dropped, and a final newline
-    does not make an extra empty line. Read errors are :class:`DataError` s naming the file.
+    does not make an extra empty line; a UTF-8 byte-order mark starting the file (Excel writes one) is dropped.
+    Read errors (also a truncated ``.gz``) are :class:`DataError` s naming the file.
     """
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                if number == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
                 yield number, raw.removesuffix(b"\n").removesuffix(b"\r")
     except (OSError, EOFError) as err:
         raise DataError(path, f"cannot read file ({err})") from err

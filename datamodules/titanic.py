@@ -270,6 +270,10 @@ class TitanicDataModule(TaskDataModule):
         train_index, val_index = train_val_split(
             len(passengers), self.hparams.val_fraction, self.hparams.seed, train_path, "passenger"
         )
+        classes = sorted({p.survived for p in passengers})
+        if len(classes) < 2:
+            problem = f"column '{LABEL_COLUMN}' needs both classes 0 and 1 to train on, every row has {classes[0]}"
+            raise DataError(train_path, problem)
         train = [passengers[i] for i in train_index.tolist()]
         val = [passengers[i] for i in val_index.tolist()]
         test = read_passengers(self.require_file("test.csv"))

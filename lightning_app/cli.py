@@ -82,8 +82,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         prefix, code = next((prefix, code) for error, prefix, code in ONE_LINE_ERRORS if isinstance(err, error))
         print(f"{prog}: {prefix}: {err}", file=sys.stderr)
         return code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        # TrainingInterrupted says where fit stopped and how to resume; a bare Ctrl-C elsewhere has no message.
+        print(f"{prog}: {err}" if str(err) else f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of stdout went away (``predict ... | head``): stop quietly, as other command-line tools do.

@@ -1,7 +1,9 @@
 """``python -m lightning_app.predict --task NAME --ckpt PATH [INPUT ...]``: score raw inputs with a trained model.
 
 * titanic: a passenger CSV in the Kaggle columns; CSV output carries every input column plus the prediction;
-* imdb: review texts as arguments and/or one per line of --input-file (UTF-8, split on "\\n" only);
+* imdb: review texts as arguments and/or one per line of --input-file (UTF-8, split on "\\n" only); a blank
+  line keeps its row, with empty label and probability (null in JSON), so output rows match input lines, and
+  is counted in one warning on stderr; --skip-blank-lines leaves blank lines out instead;
 * cifar2: image files and folders of images;
 * covid19: ``--days N`` forecasts past the end of the data and ``--plot`` draws history plus forecast.
 
@@ -66,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the file and line, instead of stopping at the first",
     )
     parser.add_argument(
+        "--skip-blank-lines",
+        action="store_true",
+        help="imdb: leave blank lines of --input-file out of the output (default: keep each as an unscored row)",
+    )
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -102,7 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         hardware=HardwareSettings.from_flags(vars(args)),
     )
     loaded = load_checkpoint(args.ckpt, args.task)
-    request = PredictRequest(inputs=args.inputs, input_file=args.input_file, days=args.days, plot_path=args.plot)
+    request = PredictRequest(
+        inputs=args.inputs,
+        input_file=args.input_file,
+        days=args.days,
+        plot_path=args.plot,
+        skip_blank_lines=args.skip_blank_lines,
+    )
     prediction = loaded.task.predictor(loaded.module, request)
     if isinstance(prediction, StreamedInputs):
         return predict_streamed(options, loaded, prediction)
@@ -158,6 +171,12 @@ def predict_streamed(options: PredictOptions, loaded: LoadedCheckpoint, inputs: 
         return 0
     if summary.skipped:
         print(f"lightning_app: skipped {summary.skipped} bad input(s) (see the warnings above)", file=sys.stderr)
+    if summary.blank:
+        print(
+            f"lightning_app: warning: {summary.blank} blank input(s) not scored: their rows have an empty label and "
+            "probability (--skip-blank-lines leaves them out)",
+            file=sys.stderr,
+        )
     if summary.output is not None:
         print(f"wrote {summary.rows} predictions to {summary.output}", file=sys.stderr)
     return 0

@@ -25,7 +25,7 @@ from datamodules.text_files import decode_line, iter_raw_lines
 from datamodules.titanic import INPUT_COLUMNS, Passenger, parse_passenger
 from lightning_app.errors import UsageError
 from lightning_app.figures import forecast_figure
-from lightning_app.raw_inputs import StreamedInputs
+from lightning_app.raw_inputs import BLANK, OMITTED, StreamedInputs
 
 if TYPE_CHECKING:
     from lightning_app.models import TaskModule
@@ -39,6 +39,8 @@ class PredictRequest:
     input_file: Path | None = None
     days: int | None = None
     plot_path: Path | None = None
+    #: Leave blank reviews out of the output instead of keeping their rows unscored.
+    skip_blank_lines: bool = False
 
 
 @dataclass
@@ -107,15 +109,18 @@ ReviewItem = tuple[Path | None, int, "str | bytes"]
 
 class ReviewLines(StreamedInputs):
     """Review strings given as arguments, then one per line of ``input_file`` (split on ``"\\n"`` only: reviews
-    may hold U+0085). Item: :data:`ReviewItem`; input: the review text."""
+    may hold U+0085; a byte-order mark starting the file is dropped). Item: :data:`ReviewItem`; input: the review
+    text. A blank review (empty or white space only) is not scored: its row keeps its place with empty ``label``
+    and ``probability`` (:data:`~lightning_app.raw_inputs.BLANK`), or is left out with ``skip_blank_lines``."""
 
     default_batch_size = 512
     columns = ["review", "label", "probability"]
     all_columns = ["text", "label", "probability"]
 
-    def __init__(self, texts: Sequence[str], input_file: Path | None) -> None:
+    def __init__(self, texts: Sequence[str], input_file: Path | None, skip_blank_lines: bool = False) -> None:
         self.texts = list(texts)
         self.input_file = input_file
+        self.skip_blank_lines = skip_blank_lines
         if input_file is not None:
             with contextlib.closing(iter_raw_lines(input_file)) as lines:
                 if next(lines, None) is None:
@@ -133,7 +138,10 @@ class ReviewLines(StreamedInputs):
     def prepare(self, item: ReviewItem) -> tuple[str, dict[str, Any]]:
         path, number, raw = item
         text = raw if isinstance(raw, str) else decode_line(path or Path("-"), number, raw)
-        return text, {"text": text, "review": text if len(text) <= 60 else text[:57] + "..."}
+        fields = {"text": text, "review": text if len(text) <= 60 else text[:57] + "..."}
+        if not text.strip():
+            return OMITTED if self.skip_blank_lines else BLANK, fields
+        return text, fields
 
     def record(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
         return {**fields, "label": score["label"], "probability": score["probability"]}
@@ -141,7 +149,7 @@ class ReviewLines(StreamedInputs):
 
 def predict_imdb(module: TaskModule, request: PredictRequest) -> ReviewLines:
     """Score review strings given as arguments and/or one per line of ``--input-file``."""
-    return ReviewLines(request.inputs, request.input_file)
+    return ReviewLines(request.inputs, request.input_file, request.skip_blank_lines)
 
 
 #: File endings taken as images when a folder is given to the cifar2 predictor.

@@ -22,10 +22,12 @@ class RawChunk(RawBatch):
     ``index`` is the chunk's place in the whole input (0, 1, ...; the same whatever the number of processes);
     ``inputs`` what ``predict_raw`` takes (a list of texts or passengers, or ``uint8[N, 3, S, S]`` images);
     ``fields`` the input columns of each item's output record, in the same order; ``skipped`` the bad items left
-    out (``--skip-bad-inputs``); ``error`` the bad item that stopped the reading (then nothing else is set).
+    out (``--skip-bad-inputs``); ``error`` the bad item that stopped the reading (then nothing else is set);
+    ``blank`` the places in ``fields`` of the items kept as rows without a score (:data:`BLANK`), which have no
+    input in ``inputs``. ``len(chunk)`` is the number of items to score.
     """
 
-    __slots__ = ("error", "fields", "index", "skipped")
+    __slots__ = ("blank", "error", "fields", "index", "skipped")
 
     def __init__(
         self,
@@ -34,15 +36,33 @@ class RawChunk(RawBatch):
         fields: Sequence[dict[str, Any]] = (),
         skipped: Sequence[DataError] = (),
         error: DataError | None = None,
+        blank: Sequence[int] = (),
     ) -> None:
         super().__init__(inputs)
         self.index = index
         self.fields = list(fields)
         self.skipped = list(skipped)
         self.error = error
+        self.blank = list(blank)
 
     def __len__(self) -> int:
-        return len(self.fields)
+        return len(self.fields) - len(self.blank)
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: What :meth:`StreamedInputs.prepare` returns as the input of an item that gets a row but no score (a blank line):
+#: its record is :meth:`StreamedInputs.blank_record`, so output rows still match input lines.
+BLANK: Any = _Marker("BLANK")
+#: What :meth:`StreamedInputs.prepare` returns as the input of an item left out of the output (a blank line under
+#: ``--skip-blank-lines``).
+OMITTED: Any = _Marker("OMITTED")
 
 
 class StreamedInputs(ABC):
@@ -61,11 +81,17 @@ class StreamedInputs(ABC):
 
     @abstractmethod
     def prepare(self, item: Any) -> tuple[Any, dict[str, Any]]:
-        """``(input for predict_raw, the record's input columns)`` of one item; :class:`DataError` for a bad item."""
+        """``(input for predict_raw, the record's input columns)`` of one item; :class:`DataError` for a bad item.
+        The input may be :data:`BLANK` (a row without a score) or :data:`OMITTED` (no row)."""
 
     @abstractmethod
     def record(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
         """The output record of one item: its input ``fields`` and its ``predict_raw`` ``score``."""
+
+    def blank_record(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The output record of a :data:`BLANK` item: its input ``fields``; the score columns stay empty (empty in
+        a table and CSV, ``null`` in JSON)."""
+        return dict(fields)
 
     def collate(self, inputs: list[Any]) -> Any:
         """The chunk's inputs as ``predict_raw`` takes them (a list, unless a subclass stacks them)."""
@@ -73,7 +99,7 @@ class StreamedInputs(ABC):
 
     def prepare_chunk(self, index: int, items: Sequence[Any], skip_bad_inputs: bool) -> RawChunk:
         """:meth:`prepare` every item of chunk ``index``; a bad item is skipped or stops the chunk (``error``)."""
-        inputs, fields, skipped = [], [], []
+        inputs, fields, skipped, blank = [], [], [], []
         for item in items:
             try:
                 prepared, item_fields = self.prepare(item)
@@ -82,6 +108,11 @@ class StreamedInputs(ABC):
                     return RawChunk(index, error=err)
                 skipped.append(err)
                 continue
-            inputs.append(prepared)
+            if prepared is OMITTED:
+                continue
+            if prepared is BLANK:
+                blank.append(len(fields))
+            else:
+                inputs.append(prepared)
             fields.append(item_fields)
-        return RawChunk(index, self.collate(inputs), fields, skipped)
+        return RawChunk(index, self.collate(inputs), fields, skipped, blank=blank)

@@ -102,14 +102,14 @@ class RawChunkDataModule(pl.LightningDataModule):
 _BLOCK_HEADER = struct.Struct(">QQ")
 
 
-def write_block(handle: IO[bytes], index: int, records: list[dict[str, Any]], skipped: int) -> None:
-    """Append chunk ``index``'s records (and its count of skipped items) to a part file."""
-    payload = json.dumps({"records": records, "skipped": skipped}).encode()
+def write_block(handle: IO[bytes], index: int, records: list[dict[str, Any]], skipped: int, blank: int = 0) -> None:
+    """Append chunk ``index``'s records (and its counts of skipped items and blank rows) to a part file."""
+    payload = json.dumps({"records": records, "skipped": skipped, "blank": blank}).encode()
     handle.write(_BLOCK_HEADER.pack(index, len(payload)) + payload)
 
 
-def read_block(handle: IO[bytes], path: Path) -> tuple[int, list[dict[str, Any]], int] | None:
-    """The next ``(chunk index, records, skipped)`` of a part file, or ``None`` at its end."""
+def read_block(handle: IO[bytes], path: Path) -> tuple[int, list[dict[str, Any]], int, int] | None:
+    """The next ``(chunk index, records, skipped, blank)`` of a part file, or ``None`` at its end."""
     header = handle.read(_BLOCK_HEADER.size)
     if not header:
         return None
@@ -120,7 +120,7 @@ def read_block(handle: IO[bytes], path: Path) -> tuple[int, list[dict[str, Any]]
     if len(payload) != size:
         raise RuntimeError(f"{path}: truncated block of chunk {index}")
     block = json.loads(payload)
-    return index, block["records"], block["skipped"]
+    return index, block["records"], block["skipped"], block.get("blank", 0)
 
 
 def part_path(output: Path, rank: int, token: str) -> Path:
@@ -133,11 +133,13 @@ def part_path(output: Path, rank: int, token: str) -> Path:
 
 @dataclass
 class StreamSummary:
-    """What a streamed prediction wrote: rows, bad items skipped, and where (``None``: stdout)."""
+    """What a streamed prediction wrote: rows, bad items skipped, and where (``None``: stdout); ``blank``: rows
+    of blank inputs written without a score."""
 
     rows: int
     skipped: int
     output: Path | None
+    blank: int = 0
 
 
 class ChunkWriter(BasePredictionWriter):
@@ -165,6 +167,7 @@ class ChunkWriter(BasePredictionWriter):
         self.stdout = stdout if stdout is not None else sys.stdout
         self.rank, self.world_size = 0, 1
         self.skipped = 0
+        self.blank = 0
         self.error: tuple[int, DataError] | None = None
         self._handle: IO[bytes] | None = None
         self._temp: SiblingFile | None = None
@@ -219,10 +222,11 @@ class ChunkWriter(BasePredictionWriter):
         if batch.error is not None:
             self.error = (batch.index, batch.error)
             return
-        records = [self.inputs.record(fields, score) for fields, score in zip(batch.fields, prediction, strict=True)]
+        records = chunk_records(self.inputs, batch, prediction)
+        self.blank += len(batch.blank)
         if self.world_size > 1:
             assert self._handle is not None
-            write_block(self._handle, batch.index, records, len(batch.skipped))
+            write_block(self._handle, batch.index, records, len(batch.skipped), len(batch.blank))
         else:
             self._write_text(self.formatter.chunk(records))
         if self._bar is not None:
@@ -248,7 +252,7 @@ class ChunkWriter(BasePredictionWriter):
         if self._temp is not None:
             self._temp.replace()
             self._temp = None
-        return StreamSummary(self.formatter.rows_written, self.skipped, self.output)
+        return StreamSummary(self.formatter.rows_written, self.skipped, self.output, self.blank)
 
     def _finish_parts(self, trainer: pl.Trainer) -> StreamSummary:
         assert self._handle is not None and self.output is not None
@@ -265,11 +269,11 @@ class ChunkWriter(BasePredictionWriter):
         if self.rank != 0:
             return StreamSummary(0, 0, self.output)
         self._temp = SiblingFile(self.output)
-        skipped = merge_parts(self._parts, self.formatter, self._temp.handle)
+        skipped, blank = merge_parts(self._parts, self.formatter, self._temp.handle)
         self._temp.replace()
         self._temp = None
         self.cleanup()
-        return StreamSummary(self.formatter.rows_written, skipped, self.output)
+        return StreamSummary(self.formatter.rows_written, skipped, self.output, blank)
 
     def cleanup(self) -> None:
         """Remove the temporary output and part files (rank 0: every process's; others: their own)."""
@@ -285,22 +289,34 @@ class ChunkWriter(BasePredictionWriter):
                 part.unlink(missing_ok=True)
 
 
-def merge_parts(parts: Sequence[Path], formatter: RecordFormatter, merged: IO[bytes]) -> int:
+def chunk_records(inputs: StreamedInputs, chunk: RawChunk, scores: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The output records of a scored chunk, in input order: its blank items' records between the scored ones."""
+    if len(scores) != len(chunk):
+        raise RuntimeError(f"chunk {chunk.index}: {len(scores)} scores for {len(chunk)} inputs")
+    blank, scored = set(chunk.blank), iter(scores)
+    return [
+        inputs.blank_record(fields) if at in blank else inputs.record(fields, next(scored))
+        for at, fields in enumerate(chunk.fields)
+    ]
+
+
+def merge_parts(parts: Sequence[Path], formatter: RecordFormatter, merged: IO[bytes]) -> tuple[int, int]:
     """Write the blocks of ``parts`` (part ``r`` holds chunks ``r``, ``r + len(parts)``, ...) in chunk order
-    through ``formatter``; returns the number of skipped items they report."""
+    through ``formatter``; returns the numbers of skipped items and of blank rows they report."""
     handles = [path.open("rb") for path in parts]
-    skipped = 0
+    skipped = blank = 0
     try:
         for index in itertools.count():
             owner = index % len(parts)
             block = read_block(handles[owner], parts[owner])
             if block is None:
                 break
-            block_index, records, block_skipped = block
+            block_index, records, block_skipped, block_blank = block
             if block_index != index:
                 raise RuntimeError(f"{parts[owner]}: chunk {block_index} where chunk {index} was expected")
             merged.write(formatter.chunk(records).encode())
             skipped += block_skipped
+            blank += block_blank
         leftover = [str(path) for path, handle in zip(parts, handles, strict=True) if handle.read(1)]
         if leftover:
             raise RuntimeError(f"chunks left unmerged in {', '.join(leftover)}")
@@ -308,7 +324,7 @@ def merge_parts(parts: Sequence[Path], formatter: RecordFormatter, merged: IO[by
     finally:
         for handle in handles:
             handle.close()
-    return skipped
+    return skipped, blank
 
 
 def _first_error(local: tuple[int, DataError] | None) -> DataError | None:

@@ -7,9 +7,13 @@ it returns the metrics so tests and notebooks can call it directly. The settings
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import shlex
+import signal
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,15 +28,17 @@ from datamodules.download import FULL_DATASETS, prepare_full_dataset
 from lightning_app.callbacks import FiniteLossGuard, RandomStateInCheckpoints
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
 from lightning_app.config import (
+    CONFIG_FILE_NAME,
     FitConfig,
     SaveRunConfig,
     accepts_argument,
     build_trainer,
+    find_last_checkpoint,
     resolve_accelerator,
     resolve_config,
     resolve_resume,
 )
-from lightning_app.errors import UsageError
+from lightning_app.errors import TrainingInterrupted, UsageError
 from lightning_app.models import TaskModule
 from lightning_app.registry import Task
 from lightning_app.reporting import summary_sections
@@ -222,7 +228,18 @@ def fit(
         if resume_version is not None:  # resuming writes into the run's existing checkpoint folder on purpose
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         fit_started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        sigint_handler = signal.getsignal(signal.SIGINT)
+        try:
+            with _without_interrupt_notice():
+                trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        except SystemExit:
+            # Lightning turns Ctrl-C into a graceful shutdown (callbacks' on_exception, loggers closed, checkpoints
+            # kept), ignores SIGINT from then on and calls sys.exit(1): say instead where the run is and how to go on.
+            if not trainer.interrupted:
+                raise
+            if sigint_handler is not None:
+                signal.signal(signal.SIGINT, sigint_handler)
+            raise TrainingInterrupted(interrupted_message(config, trainer, outputs)) from None
         train_seconds = time.perf_counter() - fit_started
     metrics = {key: _to_float(value) for key, value in trainer.callback_metrics.items() if key.endswith("_best")}
     # Read the paths before testing: restoring the best checkpoint also restores this callback's older state.
@@ -251,6 +268,51 @@ def fit(
         section_keys=section_keys,
         is_global_zero=trainer.is_global_zero,
     )
+
+
+class _InterruptNotice(logging.Filter):
+    """Drops Lightning's "Detected KeyboardInterrupt, attempting graceful shutdown" line: the
+    :class:`TrainingInterrupted` message that follows says more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Detected KeyboardInterrupt" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_interrupt_notice() -> Iterator[None]:
+    logger, notice = logging.getLogger("pytorch_lightning.utilities.rank_zero"), _InterruptNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
+def interrupted_message(config: FitConfig, trainer: pl.Trainer, outputs: _RunOutputs) -> str:
+    """One line for a run stopped by Ctrl-C: the epoch it was in and the command that continues it."""
+    where = f"interrupted in epoch {trainer.current_epoch + 1} of {trainer.max_epochs}"
+    if config.fast_dev_run or not isinstance(outputs.logger, TensorBoardLogger):
+        return f"{where} (--fast-dev-run keeps no checkpoint)"
+    run_config = Path(outputs.logger.log_dir) / CONFIG_FILE_NAME
+    command = f"python -m lightning_app.fit --config {shlex.quote(str(run_config))}"
+    saved = outputs.latest.best_model_path if outputs.latest is not None else ""
+    last = Path(saved) if saved else None
+    if last is None or not last.is_file():
+        return f"{where}, before its first checkpoint; start again with: {command}"
+    # "last" finds the newest last.ckpt of <log_dir>/<task>/version_*: this one, unless the run has a folder of its
+    # own (a tune trial) or another run saved since; then the file itself (which resumes in a new version folder).
+    newest = find_last_checkpoint(config.log_dir, config.task)
+    which = "last" if newest is not None and newest.resolve() == last.resolve() else shlex.quote(str(last))
+    holds = f"{last} holds the end of epoch {_checkpoint_epoch(last)}"
+    return f"{where}; {holds}; resume with: {command} --ckpt-path {which}"
+
+
+def _checkpoint_epoch(path: Path) -> str:
+    """The 1-based number of the last epoch a ``last.ckpt`` completed (``"?"`` if it cannot be read)."""
+    try:
+        return str(int(read_checkpoint(path)["epoch"]) + 1)
+    except (UsageError, KeyError, TypeError, ValueError):
+        return "?"
 
 
 def format_summary(result: FitResult) -> str:

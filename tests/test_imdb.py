@@ -595,11 +595,12 @@ def test_predict_cli_scores_arguments_and_a_file_of_reviews(trained_imdb, tmp_pa
         "Wonderful acting and a great story.",
         "A superb, moving film.",
         "An awful\u0085boring waste of time.",  # split on newlines only: U+0085 stays inside its review
-        "",
+        "",  # a blank line keeps its row, unscored
     ]
-    expected = IMDBModule.load_from_checkpoint(best).predict_raw([r["text"] for r in records])
-    assert [r["label"] for r in records] == [e["label"] for e in expected]
-    assert [r["probability"] for r in records] == pytest.approx([e["probability"] for e in expected])
+    assert (records[-1]["label"], records[-1]["probability"]) == (None, None)
+    expected = IMDBModule.load_from_checkpoint(best).predict_raw([r["text"] for r in records[:-1]])
+    assert [r["label"] for r in records[:-1]] == [e["label"] for e in expected]
+    assert [r["probability"] for r in records[:-1]] == pytest.approx([e["probability"] for e in expected])
 
     assert run_cli(predict_main, argv[:4]) == 2
     assert "give review texts as arguments or --input-file" in capsys.readouterr().err

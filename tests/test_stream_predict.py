@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
@@ -22,8 +23,8 @@ from datamodules.titanic import read_passengers
 from lightning_app.checkpoints import load_checkpoint
 from lightning_app.cli import run_cli
 from lightning_app.predict import main as predict_main
-from lightning_app.raw_inputs import RawChunk, StreamedInputs
-from lightning_app.streaming import RawChunkDataset
+from lightning_app.raw_inputs import BLANK, RawChunk, StreamedInputs
+from lightning_app.streaming import RawChunkDataset, chunk_records, merge_parts, write_block
 from lightning_app.tables import RecordFormatter, render_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,9 +160,49 @@ def test_imdb_streamed_in_chunks_of_one_scores_as_predict_raw(trained_imdb, tmp_
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [row["text"] for row in rows] == texts
-    expected = load_checkpoint(best, "imdb").module.predict_raw(texts)
+    scored = [row for row in rows if row["text"]]  # the blank line keeps its row, unscored (see below)
+    expected = load_checkpoint(best, "imdb").module.predict_raw([text for text in texts if text])
+    assert [row["label"] for row in scored] == [e["label"] for e in expected]
+    assert [float(row["probability"]) for row in scored] == pytest.approx([e["probability"] for e in expected])
+    assert (rows[1]["label"], rows[1]["probability"]) == ("", "")
+
+
+@pytest.mark.parametrize("batch_size", ["1", "2", "512"])
+def test_blank_review_lines_keep_their_rows_unscored_with_one_warning_or_are_skipped(
+    trained_imdb, tmp_path, capsys, batch_size
+):
+    best, _ = trained_imdb
+    lines = ["great film", "", "awful waste", "   ", "", "dull plot"]
+    reviews = tmp_path / "reviews.txt"
+    # Saved by Excel or Notepad: a byte-order mark first and CRLF line ends.
+    reviews.write_bytes(codecs.BOM_UTF8 + "\r\n".join(lines).encode() + b"\r\n")
+    argv = ["--task", "imdb", "--ckpt", str(best), "--input-file", str(reviews), "--batch-size", batch_size]
+    expected = load_checkpoint(best, "imdb").module.predict_raw(["great film", "awful waste", "dull plot"])
+
+    code, out, err = run([*argv, "--format", "csv"], capsys)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [row["text"] for row in rows] == lines, "one row per input line, in order; no BOM in the first review"
+    assert [(row["label"], row["probability"]) for row in rows if not row["text"].strip()] == [("", "")] * 3
+    assert [row["label"] for row in rows if row["text"].strip()] == [e["label"] for e in expected]
+    warnings = [line for line in err if "blank" in line]
+    assert warnings == [
+        "lightning_app: warning: 3 blank input(s) not scored: their rows have an empty label and probability "
+        "(--skip-blank-lines leaves them out)"
+    ]
+
+    code, out, err = run([*argv, "--format", "json"], capsys)
+    records = json.loads(out)
+    assert code == 0 and [r["text"] for r in records] == lines
+    assert [(r["label"], r["probability"]) for r in records if not r["text"].strip()] == [(None, None)] * 3
+    code, out, err = run([*argv, "--format", "table"], capsys)
+    assert code == 0 and len(out.splitlines()) == 1 + len(lines)
+
+    code, out, err = run([*argv, "--format", "csv", "--skip-blank-lines"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [row["text"] for row in rows] == ["great film", "awful waste", "dull plot"]
     assert [row["label"] for row in rows] == [e["label"] for e in expected]
-    assert [float(row["probability"]) for row in rows] == pytest.approx([e["probability"] for e in expected])
+    assert not [line for line in err if "blank" in line]
 
 
 def test_cifar2_streamed_in_chunks_scores_as_predict_raw(three_class_run, capsys):
@@ -304,3 +345,29 @@ def test_two_ddp_processes_write_the_bytes_of_one(trained, tmp_path):
     assert done.returncode == 1
     assert done.stderr.count(f"lightning_app: data error: {bad}:61: expected 12 fields") == 1
     assert leftovers(tmp_path) == [] and not (tmp_path / "bad.csv.out").exists()
+
+
+def test_blank_rows_keep_their_place_through_part_files_and_the_merge(tmp_path):
+    class Lines(StreamedInputs):
+        columns = all_columns = ["text", "label"]
+
+        def items(self):
+            return iter(["a", "", "b", " ", "c"])
+
+        def prepare(self, item):
+            return (item if item.strip() else BLANK), {"text": item}
+
+        def record(self, fields, score):
+            return {**fields, "label": score}
+
+    inputs = Lines()
+    chunks = [inputs.prepare_chunk(index, items, False) for index, items in enumerate((["a", ""], ["b", " ", "c"]))]
+    assert [(len(chunk), chunk.blank) for chunk in chunks] == [(1, [1]), (2, [1])]
+    parts = [tmp_path / "part0", tmp_path / "part1"]
+    for chunk, part in zip(chunks, parts, strict=True):
+        with part.open("wb") as handle:
+            records = chunk_records(inputs, chunk, [f"L{text}" for text in chunk.inputs])
+            write_block(handle, chunk.index, records, 0, len(chunk.blank))
+    merged = io.BytesIO()
+    assert merge_parts(parts, RecordFormatter(["text", "label"], "csv"), merged) == (0, 2)
+    assert merged.getvalue().decode() == "text,label\na,La\n,\nb,Lb\n ,\nc,Lc\n"
