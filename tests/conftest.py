@@ -21,6 +21,7 @@ from hypothesis import seed, settings
 from synthetic_data import make_tree, write_tiny_data
 
 from datamodules import PACKAGED_DATA_DIR
+from datamodules.cache import CACHE_ENV_VAR
 from lightning_app.cli import run_cli
 from lightning_app.fit import main as fit_main
 from lightning_app.training import FitConfig, FitResult, fit
@@ -67,6 +68,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         reproduce = f"FUZZ_SEED={FUZZ_SEED} python -m pytest -m slow '{item.nodeid}'"
         report.sections.append(("fuzz seed", f"examples drawn from FUZZ_SEED={FUZZ_SEED}; reproduce: {reproduce}"))
     return report
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One data cache for the whole session, under pytest's temporary folder: never the user's ``~/.cache``, and
+    built once per session (a per-test cache would decode the bundled IMDB and CIFAR-2 data again in every test).
+    Session fixtures (the shared trained runs) run with it and in a session working directory too."""
+    cache = tmp_path_factory.mktemp("lightning_app_cache")
+    outputs = [REPO / name for name in ("runs", "lightning_logs")]
+    there_before = {path for path in outputs if path.exists()}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV_VAR, str(cache))
+        patch.chdir(tmp_path_factory.mktemp("session_cwd"))
+        yield cache
+    written = [str(path) for path in outputs if path.exists() and path not in there_before]
+    assert not written, f"the tests wrote {written} into the checkout"
+
+
+@pytest.fixture(autouse=True)
+def isolated_working_directory(
+    tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every test runs in its own empty working directory (a fresh folder beside ``tmp_path``, so that a test's
+    listing of ``tmp_path`` is unchanged) with ``$LIGHTNING_APP_CACHE`` set to
+    the session's cache: a default ``--log-dir`` (``./runs``), Lightning's ``./lightning_logs`` or a default cache
+    lands in temporary folders, never in the checkout or in ``~/.cache``. Tests reach repository files by ``REPO``."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(shared_cache_dir))
+    yield
 
 
 def pytest_configure(config: pytest.Config) -> None:
