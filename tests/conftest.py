@@ -12,15 +12,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import settings
+from hypothesis import seed, settings
 from synthetic_data import make_tree, write_tiny_data
 
 from datamodules import PACKAGED_DATA_DIR
+from datamodules.cache import CACHE_ENV_VAR
 from lightning_app.cli import run_cli
 from lightning_app.fit import main as fit_main
 from lightning_app.training import FitConfig, FitResult, fit
@@ -28,12 +29,74 @@ from lightning_app.warning_filters import HARMLESS_WARNINGS
 
 REPO = Path(__file__).resolve().parents[1]
 
-# One hypothesis profile for local runs and CI: every run replays the same examples (a result should not hinge on
-# a lucky draw, and a failure seen on CI reproduces locally). FUZZ_EXAMPLES=2000 searches deeper (still replayable);
-# FUZZ_RANDOM=1 draws new examples each run (hypothesis' database then keeps the failures it finds).
+# Hypothesis profiles. The fast suite replays the same examples (a result should not hinge on a lucky draw, and a
+# failure seen on CI reproduces locally). FUZZ_SEED=<n> (CI's slow stage sets the date, YYYYMMDD) draws new examples
+# from that seed: the property tests then carry the ``slow`` mark, so ``-m slow`` runs them, and a failure report
+# names the seed that reproduces it. FUZZ_EXAMPLES=2000 searches deeper; FUZZ_RANDOM=1 draws unseeded new examples
+# (hypothesis' database then keeps the failures it finds).
+FUZZ_SEED = os.environ.get("FUZZ_SEED") or None
 settings.register_profile("replay", derandomize=True, database=None)
+settings.register_profile("seeded", derandomize=False, database=None, print_blob=True)
 settings.register_profile("random", derandomize=False)
-settings.load_profile("random" if os.environ.get("FUZZ_RANDOM") == "1" else "replay")
+settings.load_profile("seeded" if FUZZ_SEED else "random" if os.environ.get("FUZZ_RANDOM") == "1" else "replay")
+
+
+def _is_property_test(item: pytest.Item) -> bool:
+    return bool(getattr(getattr(item, "obj", None), "is_hypothesis_test", False))
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FUZZ_SEED is None:
+        return
+    for item in items:
+        if _is_property_test(item):
+            seed(int(FUZZ_SEED))(item.obj)
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if FUZZ_SEED is None:
+        return "fuzz: replaying the same examples (FUZZ_SEED=<n> draws new ones, run with -m slow)"
+    return f"fuzz: new examples from FUZZ_SEED={FUZZ_SEED}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    if FUZZ_SEED is not None and report.failed and _is_property_test(item):
+        reproduce = f"FUZZ_SEED={FUZZ_SEED} python -m pytest -m slow '{item.nodeid}'"
+        report.sections.append(("fuzz seed", f"examples drawn from FUZZ_SEED={FUZZ_SEED}; reproduce: {reproduce}"))
+    return report
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One data cache for the whole session, under pytest's temporary folder: never the user's ``~/.cache``, and
+    built once per session (a per-test cache would decode the bundled IMDB and CIFAR-2 data again in every test).
+    Session fixtures (the shared trained runs) run with it and in a session working directory too."""
+    cache = tmp_path_factory.mktemp("lightning_app_cache")
+    outputs = [REPO / name for name in ("runs", "lightning_logs")]
+    there_before = {path for path in outputs if path.exists()}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV_VAR, str(cache))
+        patch.chdir(tmp_path_factory.mktemp("session_cwd"))
+        yield cache
+    written = [str(path) for path in outputs if path.exists() and path not in there_before]
+    assert not written, f"the tests wrote {written} into the checkout"
+
+
+@pytest.fixture(autouse=True)
+def isolated_working_directory(
+    tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every test runs in its own empty working directory (a fresh folder beside ``tmp_path``, so that a test's
+    listing of ``tmp_path`` is unchanged) with ``$LIGHTNING_APP_CACHE`` set to
+    the session's cache: a default ``--log-dir`` (``./runs``), Lightning's ``./lightning_logs`` or a default cache
+    lands in temporary folders, never in the checkout or in ``~/.cache``. Tests reach repository files by ``REPO``."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(shared_cache_dir))
+    yield
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -60,14 +60,30 @@ def test_target_reached_compares_the_measured_metrics():
     assert not below.reached({"test/mae": 2.0, "test/persistence_mae": 2.0})
 
 
-def test_scale_measures_a_process_tree_and_reads_its_rows_back_by_what_they_measured(tmp_path):
+def test_scale_measures_a_process_tree_and_reads_its_rows_back_by_what_they_measured(tmp_path, monkeypatch):
     import sys
 
     from benchmarks import scale
 
-    # every page written, and held long enough for the 0.05 s poll to see it
-    allocate = "import time; block = b'x' * (300 * 2**20); time.sleep(0.5); print(len(block))"
-    measured = scale.measure([sys.executable, "-c", allocate], poll_seconds=0.05)
+    # The child writes every page of its block and holds it until a poll has seen it (then the test lets it go), so
+    # the result does not hang on how the two processes are scheduled; 120 s is a bound for a poll that never sees it.
+    release = tmp_path / "seen"
+    allocate = (
+        "import os, sys, time; block = b'x' * (300 * 2**20); deadline = time.monotonic() + 120\n"
+        "while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline: time.sleep(0.01)\n"
+        "print(len(block))"
+    )
+    tree_rss = scale._tree_rss_bytes
+
+    def polled(pid: int) -> tuple[int, int]:
+        total, largest = tree_rss(pid)
+        if largest >= 300 * 2**20:
+            release.touch()
+        return total, largest
+
+    monkeypatch.setattr(scale, "_tree_rss_bytes", polled)
+    measured = scale.measure([sys.executable, "-c", allocate, str(release)], poll_seconds=0.05)
+    assert release.exists(), "a poll saw the block"
     assert measured.stdout.strip() == str(300 * 2**20)
     assert measured.peak_rss_process >= 300 * 2**20 and measured.peak_rss_total >= measured.peak_rss_process
     output = tmp_path / "RESULTS.md"

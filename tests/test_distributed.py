@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -22,10 +23,42 @@ from lightning_app.cli import run_cli
 from lightning_app.run_reader import read_scalars
 
 
-def _free_port() -> int:
+def _unused_port() -> int:
+    """A port nothing listens on now; another process may take it before the run binds it (see the retry below)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: How torch's rendezvous store reports a MASTER_PORT that another process took first.
+ADDRESS_IN_USE = ("EADDRINUSE", "address already in use")
+
+
+def _run_hand_started_nodes(args: list[str], env: dict[str, str], log_dirs: list[Path], attempts: int = 3) -> list[str]:
+    """Start rank 0 and rank 1 with a MASTER_PORT and wait for both; their stdouts.
+
+    torch's TCPStore (rank 0) must bind MASTER_PORT itself, so the port is picked here and released first; if
+    another process takes it in between, rank 0 fails with EADDRINUSE: then rank 1 is stopped, the log folders
+    are emptied and both start again on another port (a bounded number of times)."""
+    for _ in range(attempts):
+        port = str(_unused_port())
+        nodes = [
+            fit_process(
+                *args, "--log-dir", str(log_dirs[rank]),
+                env={**env, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+            )
+            for rank in (0, 1)
+        ]  # fmt: skip
+        out, err = nodes[0].communicate(timeout=300)
+        if nodes[0].returncode != 0 and any(marker.lower() in err.lower() for marker in ADDRESS_IN_USE):
+            nodes[1].kill()
+            nodes[1].communicate(timeout=30)
+            for folder in log_dirs:
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        assert nodes[0].returncode == 0, err
+        return [out, _finish(nodes[1])]
+    pytest.fail(f"MASTER_PORT was taken by another process {attempts} times in a row")
 
 
 def _trim_rows(path: Path, rows: int) -> None:
@@ -91,21 +124,8 @@ def test_two_processes_and_two_hand_started_nodes_log_the_metrics_of_the_whole_s
     one_command = fit_process(*common, "--devices", "2", "--log-dir", str(tmp_path / "ddp"), env=environment)
     assert _finish(one_command).count("best checkpoint:") == 1
 
-    port = str(_free_port())
-    nodes = [
-        fit_process(
-            *common,
-            "--devices",
-            "1",
-            "--num-nodes",
-            "2",
-            "--log-dir",
-            str(tmp_path / f"node{rank}"),
-            env={**environment, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
-        )
-        for rank in (0, 1)
-    ]
-    printed = [_finish(node) for node in nodes]
+    node_args = [*common, "--devices", "1", "--num-nodes", "2"]
+    printed = _run_hand_started_nodes(node_args, environment, [tmp_path / f"node{rank}" for rank in (0, 1)])
     assert printed[0].count("best checkpoint:") == 1 and "best checkpoint:" not in printed[1]
     assert not list((tmp_path / "node1").rglob("*")), "only rank 0 writes logs, checkpoints and config.yaml"
 

@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import pickle
+import socket
 import stat
 import tarfile
 import tempfile
@@ -213,17 +214,17 @@ def test_tampered_download_fails_and_leaves_nothing(http_root, tmp_path):
 @pytest.mark.parametrize("path", ["/missing.tar.gz", None])
 def test_network_errors_are_download_errors(http_root, tmp_path, path):
     _, base = http_root
-    if path is None:  # nothing listens on a port just released
-        import socket
-
-        with socket.socket() as sock:
+    with contextlib.ExitStack() as stack:
+        if path is None:
+            # A port bound here but never listened on refuses connections, and stays ours for the whole download
+            # (a port bound and released could be taken by another process before the download connects).
+            sock = stack.enter_context(socket.socket())
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        url, expected = f"http://127.0.0.1:{port}/x.tar.gz", "could not download"
-    else:
-        url, expected = base + path, "HTTP 404"
-    with pytest.raises(DownloadError, match=expected):
-        download(url, tmp_path / "dl" / "x.tar.gz", "0" * 64, progress=False)
+            url, expected = f"http://127.0.0.1:{sock.getsockname()[1]}/x.tar.gz", "could not download"
+        else:
+            url, expected = base + path, "HTTP 404"
+        with pytest.raises(DownloadError, match=expected):
+            download(url, tmp_path / "dl" / "x.tar.gz", "0" * 64, progress=False)
     assert listing(tmp_path / "dl") == set()
 
 

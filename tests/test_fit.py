@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from synthetic_data import make_tree, write_tiny_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_app import fit as fit_cli
+from lightning_app.checkpoints import evaluate, load_checkpoint
 from lightning_app.config import HardwareSettings
 from lightning_app.registry import TASKS, get_task
 from lightning_app.training import FitConfig, build_datamodule_and_module
@@ -61,6 +64,38 @@ def test_fast_dev_run_every_variant(tiny_fit, tmp_path, task_name, variant):
     assert result.model == variant
     assert {"test/loss"} <= set(result.metrics)
     assert not (tmp_path / "runs").exists(), "fast_dev_run writes no logs or checkpoints"
+
+
+def _tiny_task_data(task_name: str, tmp_path: Path) -> dict[str, str]:
+    """DataModule settings of a tiny data set for ``task_name`` (the small tasks use their bundled files)."""
+    if task_name == "imdb":
+        return {"data_dir": str(write_tiny_data(tmp_path / "data")), "cache_dir": str(tmp_path / "cache")}
+    if task_name == "cifar2":
+        tree = make_tree(tmp_path / "data", ["cat", "dog"], train_per_class=10, test_per_class=4)
+        return {"data_dir": str(tree), "cache_dir": str(tmp_path / "cache")}
+    return {}
+
+
+# Every variant a user can pick trains (a couple of batches), writes a checkpoint that reloads through the entry
+# that predict/test/export use, into the variant's network, and scores the test batches as the run did.
+@pytest.mark.parametrize(
+    ("task_name", "variant"), [(name, variant) for name in sorted(TASKS) for variant in TASKS[name].variants]
+)
+def test_every_variant_trains_a_few_batches_and_reloads_with_the_same_test_metrics(
+    tiny_fit, tmp_path, task_name, variant
+):
+    data = _tiny_task_data(task_name, tmp_path)
+    limits = {"limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 2}
+    result = tiny_fit(task_name, model=variant, max_epochs=1, **limits, **data)
+    assert result.model == variant
+
+    loaded = load_checkpoint(result.best_model_path, task_name)
+    default_net = inspect.signature(TASKS[task_name].module).parameters["net"].default
+    assert loaded.module.hparams["net"] == TASKS[task_name].variants[variant].module_kwargs.get("net", default_net)
+    reloaded = evaluate(loaded, hardware=HardwareSettings(accelerator="cpu"), data=data, limit_test_batches=2)
+    tested = {key: value for key, value in result.metrics.items() if key.startswith("test/")}
+    assert "test/loss" in tested and set(reloaded) == set(tested)
+    assert reloaded == pytest.approx(tested, rel=1e-5, abs=1e-6, nan_ok=True)
 
 
 def test_cli_prints_summary_and_tensorboard_command(tmp_path, capsys):

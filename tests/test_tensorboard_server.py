@@ -8,8 +8,8 @@ fail if the server stops serving them, even before a task of this project logs a
 from __future__ import annotations
 
 import json
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -51,10 +51,21 @@ class Server:
             return json.loads(response.read())
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+#: What TensorBoard prints once it listens: ``TensorBoard 2.x at http://127.0.0.1:PORT/ (Press CTRL+C to quit)``.
+SERVING = re.compile(r"TensorBoard \S+ at (http://127\.0\.0\.1:\d+)/")
+
+
+def served_url(process: subprocess.Popen, log: Path) -> str:
+    """The URL of a TensorBoard started with ``--port 0``: the port it bound itself and printed (no port is picked
+    here and released for it to take, which another process could take first)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if found := SERVING.search(log.read_text()):
+            return found.group(1)
+        if process.poll() is not None:
+            pytest.fail(f"TensorBoard exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"TensorBoard printed no URL within {STARTUP_TIMEOUT_S} s; its log:\n{log.read_text()[-3000:]}")
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
@@ -88,13 +99,12 @@ def runs(request, trained, tmp_path_factory: pytest.TempPathFactory, write_image
 @pytest.fixture(scope="module")
 def server(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     logdir = runs[EXTRAS_RUN].parent.parent
-    port = free_loopback_port()
     log = tmp_path_factory.mktemp("tensorboard_server") / "server.log"
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1"]
     with log.open("w") as log_handle:
-        process = subprocess.Popen([*command, "--port", str(port)], stdout=log_handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*command, "--port", "0"], stdout=log_handle, stderr=subprocess.STDOUT)
     try:
-        server = Server(f"http://127.0.0.1:{port}")
+        server = Server(served_url(process, log))
 
         def all_runs_loaded() -> bool:
             if process.poll() is not None:
