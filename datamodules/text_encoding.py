@@ -52,6 +52,19 @@ def words_tokenize(text: str) -> list[str]:
 
 TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"tutorial": tutorial_tokenize, "words": words_tokenize}
 
+#: Each tokenizer as data, for code that reads an exported model's ``preprocessing.json`` rather than this module:
+#: lowercase (or not), replace every match of ``replace_with_space`` by a space, delete every match of ``delete``,
+#: then the tokens are the matches of ``token`` (Python ``re`` syntax; ``None``: that step does nothing).
+TOKENIZER_RULES: dict[str, dict[str, Any]] = {
+    "tutorial": {
+        "lowercase": True,
+        "replace_with_space": re.escape("<br />"),
+        "delete": _PUNCTUATION.pattern,
+        "token": "[^ ]+",
+    },
+    "words": {"lowercase": True, "replace_with_space": r"<br\s*/?>", "delete": None, "token": _WORD.pattern},
+}
+
 
 def get_tokenizer(name: str) -> Callable[[str], list[str]]:
     if name not in TOKENIZERS:

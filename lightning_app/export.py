@@ -105,6 +105,7 @@ def export(checkpoint_path: str | Path, output_format: str, output_dir: str | Pa
         "output": f"{type(loaded.module).__name__}.predict_step: {loaded.module.to_predictions.__doc__ or ''}".strip(),
         "hyper_parameters": dict(loaded.module.hparams),
         "preprocessing": loaded.module.preprocessing,
+        **loaded.module.export_metadata(),
         "checkpoint": str(loaded.path),
     }
     atomic_write_bytes(target / EXPORT_FORMATS[output_format], data)

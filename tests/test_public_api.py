@@ -50,7 +50,9 @@ def test_subclass_overriding_shared_step_and_optimizer_trains_with_the_inherited
     assert isinstance(trainer.optimizers[0], torch.optim.SGD)
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/loss_best"} <= set(trainer.callback_metrics)
     results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
-    assert 0.5 < results["test/acc"] <= 1.0
+    test_labels = torch.cat([target for _, target in datamodule.test_dataloader()])
+    majority_rate = max(test_labels.float().mean().item(), 1 - test_labels.float().mean().item())  # "all died"
+    assert majority_rate < results["test/acc"] <= 1.0, (results["test/acc"], majority_rate)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     reloaded = SGDTitanic.load_from_checkpoint(path, weights_only=True)

@@ -136,6 +136,11 @@ class TaskModule(pl.LightningModule):
         trace this."""
         return self.net
 
+    def export_metadata(self) -> dict[str, Any]:
+        """What ``preprocessing.json`` needs beside the preprocessing state to turn raw inputs into the exported
+        graph's input without this package (e.g. a tokenizer's rules); none by default."""
+        return {}
+
     def shared_step(self, batch: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

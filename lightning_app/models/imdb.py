@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from datamodules.imdb import encode_texts, vocabulary_index
+from datamodules.text_encoding import TOKENIZER_RULES
 from lightning_app.models.classifier import ClassifierModule
 from lightning_app.nets import BigramBagNet, NBBagNet, TutorialTextCNN
 from lightning_app.optim import OptimizerSpec
@@ -110,6 +111,11 @@ class IMDBModule(ClassifierModule):
             net.nb_feature_counts(token_ids.to(self.device), labels.to(self.device), self.num_classes, counts=counts)
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         net.fit_nb_ratios(counts, alpha=self.hparams.nb_alpha)
+
+    def export_metadata(self) -> dict[str, Any]:
+        """The tokenizer as rules (:data:`datamodules.text_encoding.TOKENIZER_RULES`): the state holds its name."""
+        name = self.preprocessing.get("tokenizer")
+        return {"tokenizer_rule": TOKENIZER_RULES[name]} if name in TOKENIZER_RULES else {}
 
     def predict_raw(self, texts: list[str], batch_size: int = 512) -> list[dict[str, Any]]:
         """Score raw reviews: one ``{"label", "class_id", "probability", "probabilities"}`` per text.
