@@ -46,15 +46,27 @@ def test_there_are_notebooks():
     assert {"titanic.ipynb", "covid19.ipynb", "review_run.ipynb"} <= {path.name for path in NOTEBOOKS}
 
 
+#: A committed notebook shows a metrics table and a figure or two, not a whole training log.
+MAX_COMMITTED_BYTES = 400_000
+
+
 @pytest.mark.parametrize("notebook_path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_committed_notebook_carries_no_outputs(notebook_path):
+def test_committed_notebook_shows_the_results_of_a_full_run(notebook_path):
+    """Committed as ``notebooks/execute.py`` saves them: every cell run in full mode, no error, small outputs."""
     notebook = nbformat.read(notebook_path, as_version=4)
     nbformat.validate(notebook)
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code_cells
-    assert all(not cell.outputs and cell.execution_count is None for cell in code_cells), (
-        f"clear the outputs of {notebook_path.name} before committing it"
+    assert all(cell.execution_count is not None for cell in code_cells), (
+        f"run python notebooks/execute.py {notebook_path.stem} before committing it"
     )
+    outputs = [output for cell in code_cells for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    streams = "".join(output.text for output in outputs if output.output_type == "stream")
+    assert "FAST=True" not in streams, "commit the outputs of a full run, not of the fast mode"
+    assert "\r" not in streams and "/tmp/" not in streams, "progress bars or machine-specific paths were saved"
+    assert outputs_of_type(notebook, "image/png"), "a committed notebook shows its figures"
+    assert notebook_path.stat().st_size < MAX_COMMITTED_BYTES
 
 
 @pytest.mark.parametrize("notebook_path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
