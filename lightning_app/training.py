@@ -228,18 +228,7 @@ def fit(
         if resume_version is not None:  # resuming writes into the run's existing checkpoint folder on purpose
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         fit_started = time.perf_counter()
-        sigint_handler = signal.getsignal(signal.SIGINT)
-        try:
-            with _without_interrupt_notice():
-                trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-        except SystemExit:
-            # Lightning turns Ctrl-C into a graceful shutdown (callbacks' on_exception, loggers closed, checkpoints
-            # kept), ignores SIGINT from then on and calls sys.exit(1): say instead where the run is and how to go on.
-            if not trainer.interrupted:
-                raise
-            if sigint_handler is not None:
-                signal.signal(signal.SIGINT, sigint_handler)
-            raise TrainingInterrupted(interrupted_message(config, trainer, outputs)) from None
+        _train(config, trainer, model, datamodule, outputs, resume_from)
         train_seconds = time.perf_counter() - fit_started
     metrics = {key: _to_float(value) for key, value in trainer.callback_metrics.items() if key.endswith("_best")}
     # Read the paths before testing: restoring the best checkpoint also restores this callback's older state.
@@ -268,6 +257,29 @@ def fit(
         section_keys=section_keys,
         is_global_zero=trainer.is_global_zero,
     )
+
+
+def _train(
+    config: FitConfig,
+    trainer: pl.Trainer,
+    model: TaskModule,
+    datamodule: TaskDataModule,
+    outputs: _RunOutputs,
+    resume_from: str | None,
+) -> None:
+    """``trainer.fit``; Ctrl-C becomes :class:`TrainingInterrupted` saying where the run is and how to go on."""
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    try:
+        with _without_interrupt_notice():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except SystemExit:
+        # Lightning turns Ctrl-C into a graceful shutdown (callbacks' on_exception, loggers closed, checkpoints
+        # kept), ignores SIGINT from then on and calls sys.exit(1): say instead where the run is and how to go on.
+        if not trainer.interrupted:
+            raise
+        if sigint_handler is not None:
+            signal.signal(signal.SIGINT, sigint_handler)
+        raise TrainingInterrupted(interrupted_message(config, trainer, outputs)) from None
 
 
 class _InterruptNotice(logging.Filter):
