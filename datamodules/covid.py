@@ -101,12 +101,6 @@ def check_consecutive_days(path: Path, lines: list[int], days: list[dt.date]) ->
         raise DataError(path, f"dates must be consecutive days: {problem}", line=line)
 
 
-def read_cumulative_counts(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """Read a file of cumulative counts into dates and ``float32[days, columns]`` (the bundled file: 3 columns)."""
-    dates, _, values = read_counts(path, "cumulative")
-    return dates, values
-
-
 def daily_differences(cumulative: torch.Tensor) -> torch.Tensor:
     """Day-over-day increments (one row fewer than ``cumulative``)."""
     return cumulative[1:] - cumulative[:-1]
