@@ -42,7 +42,7 @@ def _parse_count(path: Path, line: int, column: str, value: str, allow_negative:
     return count
 
 
-def _delimiter(path: Path) -> str:
+def sniff_delimiter(path: Path) -> str:
     """Tab unless the header line has commas and no tab."""
     try:
         with path.open(encoding="utf-8-sig", errors="replace") as handle:
@@ -61,11 +61,21 @@ def read_counts(path: str | Path, counts: Counts = "cumulative") -> tuple[list[s
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    delimiter = _delimiter(path)
+    delimiter = sniff_delimiter(path)
     rows = read_csv_rows(path, [DATE_COLUMN], delimiter=delimiter)
     columns = [name for name in rows[0][1] if name != DATE_COLUMN]
     if not columns:
         raise DataError(path, f"no count columns besides '{DATE_COLUMN}'", line=1)
+    dates, values = parse_count_rows(path, rows, columns, counts)
+    return dates, columns, values
+
+
+def parse_count_rows(
+    path: Path, rows: list[tuple[int, dict[str, str]]], columns: list[str], counts: Counts = "cumulative"
+) -> tuple[list[str], torch.Tensor]:
+    """The ``date`` and ``columns`` of rows read from ``path`` (``(line, row)`` pairs, as
+    :func:`datamodules.base.read_csv_rows` gives): ``(ISO dates, float32[days, columns])``, checked as
+    :func:`read_counts` checks them (dates consecutive, counts in range)."""
     dates = [row[DATE_COLUMN].strip() for _, row in rows]
     days = [_parse_date(path, line, date) for (line, _), date in zip(rows, dates, strict=True)]
     values = [
@@ -73,7 +83,7 @@ def read_counts(path: str | Path, counts: Counts = "cumulative") -> tuple[list[s
         for line, row in rows
     ]
     check_consecutive_days(path, [line for line, _ in rows], days)
-    return [day.isoformat() for day in days], columns, torch.tensor(values, dtype=torch.float32)
+    return [day.isoformat() for day in days], torch.tensor(values, dtype=torch.float32)
 
 
 def _parse_date(path: Path, line: int, value: str) -> dt.date:
