@@ -1,0 +1,211 @@
+"""Probabilistic forecast scores as the COVID-19 forecast hubs compute them, in plain torch.
+
+Building blocks for a quantile forecaster; nothing here imports Lightning. A forecast is a tensor of quantiles
+``float[..., L]`` at ``L`` levels (increasing, e.g. :data:`QUANTILE_LEVELS`), scored against observations
+``float[...]`` (broadcastable against the quantiles' leading dimensions).
+
+- :func:`interval_score` and :func:`weighted_interval_score`: Bracher, Ray, Gneiting and Reich (2021),
+  "Evaluating epidemic forecasts in an interval format", PLoS Comput Biol 17(2): e1008618.
+- :func:`pinball_loss`: the quantile loss; WIS = 2 x the mean pinball loss over the levels.
+- :func:`interval_coverage`: how often observations fall inside a central interval.
+- :func:`hub_baseline_quantiles`: the hubs' baseline (last value held flat, spread from symmetrised past
+  one-day changes, widened by sqrt(h)).
+- :func:`relative_score`: geometric mean over series of model / baseline score ratios.
+- :func:`monotone_quantiles`: repairs crossing quantiles by sorting them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+#: The 23 quantile levels the US COVID-19 Forecast Hub asks for: 0.01, 0.025, 0.05, 0.10, ..., 0.95, 0.975, 0.99.
+QUANTILE_LEVELS: tuple[float, ...] = (0.01, 0.025, *(round(0.05 * k, 2) for k in range(1, 20)), 0.975, 0.99)
+
+#: Central prediction intervals (in %) whose coverage is reported.
+CENTRAL_INTERVALS: tuple[int, ...] = (50, 80, 95)
+
+_LEVEL_TOLERANCE = 1e-6
+
+Levels = Sequence[float] | torch.Tensor
+
+
+def _levels_tensor(levels: Levels, like: torch.Tensor) -> torch.Tensor:
+    """``levels`` as a float64 tensor ``[L]``, checked to be strictly increasing inside (0, 1)."""
+    lv = torch.as_tensor(levels, dtype=torch.float64).flatten().cpu()
+    if lv.numel() == 0:
+        raise ValueError("levels is empty")
+    if not bool(((lv > 0) & (lv < 1)).all()):
+        raise ValueError(f"quantile levels must lie strictly between 0 and 1, got {lv.tolist()}")
+    if lv.numel() > 1 and not bool((lv[1:] > lv[:-1]).all()):
+        raise ValueError(f"quantile levels must be strictly increasing, got {lv.tolist()}")
+    if like.shape[-1] != lv.numel():
+        raise ValueError(f"quantiles have {like.shape[-1]} values in their last dimension but {lv.numel()} levels")
+    return lv
+
+
+def _level_index(lv: torch.Tensor, level: float) -> int | None:
+    """Index of ``level`` in ``lv`` (within a tolerance), or None."""
+    hits = ((lv - level).abs() < _LEVEL_TOLERANCE).nonzero().flatten()
+    return int(hits[0]) if hits.numel() else None
+
+
+def _symmetric_pairs(lv: torch.Tensor) -> tuple[int, list[tuple[int, int, float]]]:
+    """The median's index and ``(lower index, upper index, alpha)`` for each central interval in ``lv``.
+
+    Raises ValueError when 0.5 is missing or a level below 0.5 has no partner ``1 - level`` (or vice versa).
+    """
+    median = _level_index(lv, 0.5)
+    if median is None:
+        raise ValueError(f"quantile levels must contain the median 0.5, got {lv.tolist()}")
+    pairs = []
+    for i, level in enumerate(lv.tolist()):
+        partner = _level_index(lv, 1.0 - level)
+        if partner is None:
+            raise ValueError(f"quantile levels must be symmetric around 0.5: {level} has no partner {1.0 - level:g}")
+        if level < 0.5 - _LEVEL_TOLERANCE:
+            pairs.append((i, partner, 2.0 * level))
+    return median, pairs
+
+
+def interval_score(
+    lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor, alpha: float | torch.Tensor
+) -> torch.Tensor:
+    """Interval score of the central ``(1 - alpha)`` interval ``[lower, upper]`` (Bracher et al. 2021, eq. 1).
+
+    ``IS_alpha = (upper - lower) + 2/alpha * (lower - y) * 1{y < lower} + 2/alpha * (y - upper) * 1{y > upper}``:
+    the interval's width plus a penalty for each observation outside it. All arguments broadcast together
+    (e.g. ``float[N]`` bounds and observations); returns the broadcast shape. Lower is better.
+    """
+    below = torch.clamp_min(lower - y, 0.0)
+    above = torch.clamp_min(y - upper, 0.0)
+    return (upper - lower) + (2.0 / alpha) * (below + above)
+
+
+def weighted_interval_score(quantiles: torch.Tensor, levels: Levels, y: torch.Tensor | float) -> torch.Tensor:
+    """Weighted interval score (WIS, Bracher et al. 2021, eq. 2) of quantile forecasts.
+
+    ``quantiles`` is ``float[..., L]`` at the increasing, symmetric ``levels`` (``[L]``, containing 0.5);
+    ``y`` is ``float[...]`` (broadcastable). With the K central intervals of levels ``(alpha_k/2, 1 - alpha_k/2)``:
+    ``WIS = (0.5 * |y - median| + sum_k alpha_k/2 * IS_alpha_k) / (K + 0.5)``. Returns ``float[...]``, lower is
+    better; with the median alone it is the absolute error. Raises ValueError on asymmetric levels or no median.
+    """
+    y = torch.as_tensor(y, dtype=quantiles.dtype, device=quantiles.device)
+    lv = _levels_tensor(levels, quantiles)
+    median, pairs = _symmetric_pairs(lv)
+    total = 0.5 * (y - quantiles[..., median]).abs()
+    for lo, hi, alpha in pairs:
+        total = total + (alpha / 2.0) * interval_score(quantiles[..., lo], quantiles[..., hi], y, alpha)
+    return total / (len(pairs) + 0.5)
+
+
+def pinball_loss(quantiles: torch.Tensor, levels: Levels, y: torch.Tensor | float) -> torch.Tensor:
+    """Pinball (quantile) loss per level: ``max(tau * (y - q), (tau - 1) * (y - q))``.
+
+    ``quantiles`` is ``float[..., L]`` at ``levels`` (``[L]``, increasing, need not be symmetric); ``y`` is
+    ``float[...]``. Returns ``float[..., L]`` unreduced (``.mean()`` is a training loss). For symmetric levels
+    containing 0.5, ``weighted_interval_score == 2 * pinball_loss(...).mean(-1)``.
+    """
+    y = torch.as_tensor(y, dtype=quantiles.dtype, device=quantiles.device)
+    lv = _levels_tensor(levels, quantiles).to(dtype=quantiles.dtype, device=quantiles.device)
+    error = y.unsqueeze(-1) - quantiles
+    return torch.maximum(lv * error, (lv - 1.0) * error)
+
+
+def interval_coverage(
+    quantiles: torch.Tensor,
+    levels: Levels,
+    y: torch.Tensor | float,
+    width: float,
+    dim: int | tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Fraction of observations inside the central ``width``% interval, bounds included.
+
+    The interval runs from the quantile at level ``(1 - width/100) / 2`` to the one at ``1 - (1 - width/100) / 2``
+    (both must be in ``levels``, else ValueError): 50 -> [0.25, 0.75], 80 -> [0.1, 0.9], 95 -> [0.025, 0.975].
+    ``quantiles`` is ``float[..., L]``, ``y`` ``float[...]``. Returns the mean of the hits over ``dim``
+    (default: all elements, a scalar), as a float tensor.
+    """
+    y = torch.as_tensor(y, dtype=quantiles.dtype, device=quantiles.device)
+    lv = _levels_tensor(levels, quantiles)
+    tail = (1.0 - width / 100.0) / 2.0
+    lo, hi = _level_index(lv, tail), _level_index(lv, 1.0 - tail)
+    if lo is None or hi is None or not 0 < width < 100:
+        raise ValueError(f"a {width}% central interval needs levels {tail:g} and {1 - tail:g}, got {lv.tolist()}")
+    hits = ((quantiles[..., lo] <= y) & (y <= quantiles[..., hi])).to(quantiles.dtype)
+    return hits.mean() if dim is None else hits.mean(dim)
+
+
+def monotone_quantiles(quantiles: torch.Tensor) -> torch.Tensor:
+    """Non-crossing quantiles: ``quantiles`` (``float[..., L]``, levels increasing) sorted along the last dimension.
+
+    Sorting is the rearrangement of Chernozhukov, Fernandez-Val and Galichon (2010): it never increases the
+    pinball loss or the WIS and leaves already monotone quantiles unchanged. Returns ``float[..., L]``.
+    """
+    return torch.sort(quantiles, dim=-1).values
+
+
+def hub_baseline_quantiles(
+    history: torch.Tensor, horizons: Sequence[int] | torch.Tensor, levels: Levels = QUANTILE_LEVELS
+) -> torch.Tensor:
+    """The forecast hubs' baseline: last value held flat, spread from symmetrised past one-day changes.
+
+    ``history`` is ``float[T]`` (one series) or ``float[T, S]`` (S series side by side), non-negative daily values,
+    oldest first, ``T >= 2``. For each series:
+
+    1. the one-day changes ``d_t = x_t - x_{t-1}`` (``T - 1`` of them) and their negatives form a symmetric sample
+       of ``2 (T - 1)`` values;
+    2. ``Q(tau)`` is that sample's empirical quantile at each level (``torch.quantile``'s linear interpolation
+       between order statistics, so ``Q(0.5) = 0`` and ``Q(1 - tau) = -Q(tau)``);
+    3. the forecast at horizon ``h`` (days after the last value) is ``x_T + sqrt(h) * Q(tau)``: the median is
+       the last value, the spread grows with the square root of the horizon as a random walk's would;
+    4. clamped at 0 (counts are never negative) and sorted along the levels (:func:`monotone_quantiles`; the
+       steps above already keep them ordered, this is a guard).
+
+    ``horizons`` are positive integers ``[H]``. Returns ``float[H, L]`` for ``float[T]`` history, ``float[H, S, L]``
+    for ``float[T, S]``, in the history's floating dtype (float32 for integer input).
+    """
+    history = torch.as_tensor(history)
+    if not history.is_floating_point():
+        history = history.to(torch.get_default_dtype())
+    if history.dim() not in (1, 2):
+        raise ValueError(f"history must be float[T] or float[T, S], got shape {tuple(history.shape)}")
+    if history.shape[0] < 2:
+        raise ValueError(f"the baseline needs at least 2 past values for one change, got {history.shape[0]}")
+    steps = torch.as_tensor(horizons, dtype=history.dtype, device=history.device).flatten()
+    if steps.numel() == 0 or not bool((steps >= 1).all()):
+        raise ValueError(f"horizons must be positive, got {steps.tolist()}")
+    series = history if history.dim() == 2 else history.unsqueeze(1)  # [T, S]
+    changes = series.diff(dim=0)  # [T-1, S]
+    symmetric = torch.cat([changes, -changes], dim=0)  # [2(T-1), S]
+    lv = torch.as_tensor(levels, dtype=history.dtype, device=history.device).flatten()
+    spread = torch.quantile(symmetric, lv, dim=0).T  # [S, L]
+    widen = steps.sqrt().view(-1, 1, 1)  # [H, 1, 1]
+    forecast = series[-1].view(1, -1, 1) + widen * spread.unsqueeze(0)  # [H, S, L]
+    forecast = monotone_quantiles(torch.clamp_min(forecast, 0.0))
+    return forecast if history.dim() == 2 else forecast.squeeze(1)
+
+
+def relative_score(model_scores: torch.Tensor, baseline_scores: torch.Tensor) -> torch.Tensor:
+    """Relative score: the geometric mean over series of ``model_score / baseline_score``.
+
+    ``model_scores`` and ``baseline_scores`` hold one mean score per series (``float[S]``; or ``float[S, C]`` for
+    series x columns, pooled the same way), lower is better, same shape. Returns the scalar
+    ``exp(mean_i log(model_i / baseline_i))`` over all elements (equal to the ratio of the geometric means): below 1
+    the model beats the baseline. Unlike a ratio of summed scores, large-count series do not dominate. Entries where
+    both scores are 0 carry no information and are left out; a 0 baseline against a positive model score gives inf,
+    a 0 model score against a positive baseline gives 0 (both at once: nan). Returns nan when nothing is left.
+    """
+    model = torch.as_tensor(model_scores, dtype=torch.float64)
+    baseline = torch.as_tensor(baseline_scores, dtype=torch.float64)
+    if model.shape != baseline.shape:
+        raise ValueError(f"model scores {tuple(model.shape)} and baseline scores {tuple(baseline.shape)} differ")
+    if bool((model < 0).any()) or bool((baseline < 0).any()):
+        raise ValueError("scores must be non-negative")
+    keep = (model > 0) | (baseline > 0)
+    if not bool(keep.any()):
+        return torch.tensor(math.nan)
+    log_ratio = model[keep].log() - baseline[keep].log()
+    return log_ratio.mean().exp().to(torch.get_default_dtype())
