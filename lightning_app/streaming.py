@@ -102,7 +102,7 @@ class RawChunkDataModule(pl.LightningDataModule):
 _BLOCK_HEADER = struct.Struct(">QQ")
 
 
-def write_block(handle: IO[bytes], index: int, records: list[dict[str, Any]], skipped: int, blank: int = 0) -> None:
+def write_block(handle: IO[bytes], index: int, records: list[dict[str, Any]], skipped: int, blank: int) -> None:
     """Append chunk ``index``'s records (and its counts of skipped items and blank rows) to a part file."""
     payload = json.dumps({"records": records, "skipped": skipped, "blank": blank}).encode()
     handle.write(_BLOCK_HEADER.pack(index, len(payload)) + payload)
@@ -120,7 +120,7 @@ def read_block(handle: IO[bytes], path: Path) -> tuple[int, list[dict[str, Any]]
     if len(payload) != size:
         raise RuntimeError(f"{path}: truncated block of chunk {index}")
     block = json.loads(payload)
-    return index, block["records"], block["skipped"], block.get("blank", 0)
+    return index, block["records"], block["skipped"], block["blank"]
 
 
 def part_path(output: Path, rank: int, token: str) -> Path:

@@ -91,11 +91,11 @@ def isolated_working_directory(
     tmp_path_factory: pytest.TempPathFactory, shared_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
     """Every test runs in its own empty working directory (a fresh folder beside ``tmp_path``, so that a test's
-    listing of ``tmp_path`` is unchanged) with ``$LIGHTNING_APP_CACHE`` set to
-    the session's cache: a default ``--log-dir`` (``./runs``), Lightning's ``./lightning_logs`` or a default cache
-    lands in temporary folders, never in the checkout or in ``~/.cache``. Tests reach repository files by ``REPO``."""
+    listing of ``tmp_path`` is unchanged), with ``$LIGHTNING_APP_CACHE`` still the session's cache
+    (:func:`shared_cache_dir` sets it for the whole session): a default ``--log-dir`` (``./runs``), Lightning's
+    ``./lightning_logs`` or a default cache lands in temporary folders, never in the checkout or in ``~/.cache``.
+    Tests reach repository files by ``REPO``."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
-    monkeypatch.setenv(CACHE_ENV_VAR, str(shared_cache_dir))
     yield
 
 
