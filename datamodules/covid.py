@@ -10,153 +10,58 @@ are in time order: the last ``test_days`` target days are the test period, the
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
-import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from datamodules.base import TaskDataModule, parse_float, read_csv_rows
+from datamodules.base import PACKAGED_DATA_DIR, TaskDataModule
 from datamodules.batches import BatchIndexedTensors
+from datamodules.count_series import (
+    Counts,
+    daily_differences,
+    hub_baseline_quantiles,
+    warn_negative_days,
+)
 from datamodules.errors import DataError
+from datamodules.panels import Series, read_panel
 
-DATE_COLUMN = "date"
-#: The count columns of the bundled file; a file of your own may have any others.
-COUNT_COLUMNS = ["confirmed_num", "cured_num", "dead_num"]
-#: Largest count accepted: far above any real count, far below float32's limit.
-MAX_COUNT = 1e12
-Counts = Literal["cumulative", "daily"]
-#: Days listed by name in the warning about negative daily values.
-LISTED_DAYS = 10
-
-
-def _parse_count(path: Path, line: int, column: str, value: str, allow_negative: bool = False) -> float:
-    count = parse_float(path, line, column, value)
-    low = -MAX_COUNT if allow_negative else 0
-    if not low <= count <= MAX_COUNT:
-        what = "a value" if allow_negative else "a count"
-        what = f"{what} between {low:g} and {MAX_COUNT:g}"
-        raise DataError(path, f"column '{column}' must be {what}, got {value!r}", line=line)
-    return count
-
-
-def sniff_delimiter(path: Path) -> str:
-    """Tab unless the header line has commas and no tab."""
-    try:
-        with path.open(encoding="utf-8-sig", errors="replace") as handle:
-            header = handle.readline()
-    except OSError:
-        return "\t"
-    return "," if "," in header and "\t" not in header else "\t"
-
-
-def read_counts(path: str | Path, counts: Counts = "cumulative") -> tuple[list[str], list[str], torch.Tensor]:
-    """Read a ``date`` column plus every other column as counts: ``(dates, columns, float32[days, columns])``.
-
-    Tab- or comma-separated; one row per day (YYYY-MM-DD, consecutive: see :func:`check_consecutive_days`).
-    Cumulative counts must be non-negative; daily counts may be negative (corrections).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    delimiter = sniff_delimiter(path)
-    rows = read_csv_rows(path, [DATE_COLUMN], delimiter=delimiter)
-    columns = [name for name in rows[0][1] if name != DATE_COLUMN]
-    if not columns:
-        raise DataError(path, f"no count columns besides '{DATE_COLUMN}'", line=1)
-    dates, values = parse_count_rows(path, rows, columns, counts)
-    return dates, columns, values
-
-
-def parse_count_rows(
-    path: Path, rows: list[tuple[int, dict[str, str]]], columns: list[str], counts: Counts = "cumulative"
-) -> tuple[list[str], torch.Tensor]:
-    """The ``date`` and ``columns`` of rows read from ``path`` (``(line, row)`` pairs, as
-    :func:`datamodules.base.read_csv_rows` gives): ``(ISO dates, float32[days, columns])``, checked as
-    :func:`read_counts` checks them (dates consecutive, counts in range)."""
-    dates = [row[DATE_COLUMN].strip() for _, row in rows]
-    days = [_parse_date(path, line, date) for (line, _), date in zip(rows, dates, strict=True)]
-    values = [
-        [_parse_count(path, line, column, row[column], allow_negative=counts == "daily") for column in columns]
-        for line, row in rows
-    ]
-    check_consecutive_days(path, [line for line, _ in rows], days)
-    return [day.isoformat() for day in days], torch.tensor(values, dtype=torch.float32)
-
-
-def _parse_date(path: Path, line: int, value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        problem = f"column '{DATE_COLUMN}' must be a date as YYYY-MM-DD, got {value!r}"
-        raise DataError(path, problem, line=line) from None
-
-
-def check_consecutive_days(path: Path, lines: list[int], days: list[dt.date]) -> None:
-    """A :class:`DataError` naming the file, line and dates at the first day that does not follow the one before
-    by exactly one day: the model differences consecutive rows as days, so a gap, a repeat or a step back would
-    silently shift every window after it."""
-    for line, (before, day) in zip(lines[1:], itertools.pairwise(days), strict=True):
-        step = (day - before).days
-        if step == 1:
-            continue
-        if step == 0:
-            problem = f"{day} appears twice"
-        elif step < 0:
-            problem = f"{before} is followed by {day} (dates must increase)"
-        else:
-            problem = f"{before} is followed by {day} ({step - 1} day{'s' if step > 2 else ''} missing)"
-        raise DataError(path, f"dates must be consecutive days: {problem}", line=line)
-
-
-def daily_differences(cumulative: torch.Tensor) -> torch.Tensor:
-    """Day-over-day increments (one row fewer than ``cumulative``)."""
-    return cumulative[1:] - cumulative[:-1]
-
-
-def make_windows(series: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sliding windows ``float32[N, window, C]`` and next-day targets ``float32[N, C]``."""
-    n = len(series) - window
-    if n <= 0:
-        raise ValueError(f"a series of {len(series)} days is too short for a {window}-day window")
-    inputs = torch.stack([series[i : i + window] for i in range(n)])
-    return inputs, series[window:]
-
-
-def warn_negative_days(path: Path, dates: list[str], columns: list[str], daily: torch.Tensor) -> int:
-    """Warn, naming the file and the days, when daily values are below zero; returns how many are."""
-    negative = (daily < 0).nonzero().tolist()
-    if negative:
-        listed = ", ".join(f"{dates[day]} ({columns[column]})" for day, column in negative[:LISTED_DAYS])
-        more = f" and {len(negative) - LISTED_DAYS} more" if len(negative) > LISTED_DAYS else ""
-        warnings.warn(
-            f"{path}: {len(negative)} daily value(s) below zero (corrections of a cumulative count): {listed}{more}; "
-            "the model reads them as 0 (its log1p inputs are clamped at 0), the metrics score them as they are",
-            UserWarning,
-            stacklevel=2,
-        )
-    return len(negative)
+#: The bundled panel of 34 national 2020 series (Johns Hopkins CSSE, CC BY 4.0): one long file, a ``series`` column.
+BUNDLED_PANEL = PACKAGED_DATA_DIR / "covid19" / "countries.csv"
 
 
 class Covid19DataModule(TaskDataModule):
-    """Daily count series forecast one day ahead: China's COVID-19 counts (2020-01-24 .. 2020-03-10) by default.
+    """Daily count series forecast 1..``horizon`` days ahead: China's COVID-19 counts (2020-01-24 .. 2020-03-10) by
+    default, or a panel of series (``--data-dir``: one file, a folder of series, or a long file; see
+    :mod:`datamodules.panels`).
 
-    A batch is ``(window, target)``: ``float32[B, window, C]`` daily values of the
-    file's ``C`` count columns (the bundled file: confirmed, cured, dead) and
-    ``float32[B, C]`` the next day's values.
+    A batch is ``(window, target, series, baseline)``: ``float32[B, window, C]`` daily values of the ``C`` count
+    columns (the bundled file: confirmed, cured, dead) up to a forecast origin, ``float32[B, horizon, C]`` the
+    next ``horizon`` days (NaN where a day lies past the end of the sample's split), ``int64[B]`` the series a
+    window comes from (index into :attr:`series_names`) and ``float32[B, horizon, C, L]`` the forecast hubs'
+    baseline quantiles at :data:`~lightning_app.forecast_scores.QUANTILE_LEVELS` (last value held flat, spread from
+    the series' own symmetrised past one-day changes up to the origin, widened by sqrt(h)).
+
+    Every series is split by time on the first forecast day of a sample: the last ``test_days`` days are test, the
+    ``val_days`` before them validation, everything earlier training; a target day past the end of its sample's
+    split is NaN, so no split sees a later one. ``extra_series`` adds series for training and validation only
+    (their test weeks stay unused): ``"countries"`` is the bundled panel of 34 national 2020 series (Johns
+    Hopkins CSSE, CC BY 4.0), or give a file or folder of your own.
 
     Args:
-        data_dir: folder with ``covid-19.csv``: a ``date`` column (ISO dates, one row per day: a missing or
-            repeated day is an error naming the dates) and one or
-            more count columns, tab or comma separated (default: the bundled data).
-        window: days of history per sample (the tutorial's 8).
-        test_days: last target days held out for testing.
-        val_days: target days before the test period used for validation.
-        batch_size: windows per batch (the tutorial's 38 takes all training windows at once).
+        data_dir: ``covid-19.csv`` (a ``date`` column, ISO dates, one row per day, and one or more count
+            columns, tab or comma separated), a folder of ``<name>/covid-19.csv`` and/or ``<name>.csv`` series, or a
+            long file with a ``series_column`` (default: the bundled China file).
+        window: days of history per sample (the tutorial had 8).
+        horizon: days forecast from each origin (targets per sample).
+        test_days: last days of each series held out for testing (0: no test set, e.g. for backtests).
+        val_days: days before the test period used for validation.
+        batch_size: windows per batch (the tutorial's 38 took all of China's 8-day training windows at once).
         counts: ``"cumulative"`` (running totals, differenced into daily values: a total that falls
-            gives a negative day, counted in a warning) or ``"daily"`` (the file already holds daily values).
+            gives a negative day, counted in a warning) or ``"daily"`` (the files already hold daily values).
+        extra_series: series used for training and validation only: ``"countries"`` (the bundled panel), a path,
+            ``None``, or ``"auto"``: the bundled panel beside the bundled China file, none beside your own data.
+        series_column: the series column of a long file.
     """
 
     packaged_subdir = "covid19"
@@ -165,87 +70,203 @@ class Covid19DataModule(TaskDataModule):
     def __init__(
         self,
         data_dir: str | Path | None = None,
-        window: int = 8,
+        window: int = 14,
+        horizon: int = 7,
         test_days: int = 7,
         val_days: int = 7,
-        batch_size: int = 38,
+        batch_size: int = 64,
         num_workers: int = 0,
         counts: Counts = "cumulative",
+        extra_series: str | None = "auto",
+        series_column: str = "series",
     ) -> None:
         if counts not in ("cumulative", "daily"):
             raise ValueError(f"counts must be 'cumulative' or 'daily', got {counts!r}")
+        for name, value, low in (("window", window, 2), ("horizon", horizon, 1), ("test_days", test_days, 0)):
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
+        if val_days < 1:
+            raise ValueError(f"val_days must be at least 1, got {val_days}")
         super().__init__(data_dir)
         self.save_hyperparameters(ignore=["data_dir"], logger=False)
-        self.dates: list[str] = []
+        #: Series given in memory instead of read from ``data_dir`` (see :meth:`from_series`).
+        self.given_series: tuple[list[Series], list[Series]] | None = None
+        self.series: list[Series] = []
+        self.extra: list[Series] = []
         self.columns: list[str] = []
-        self.cumulative: torch.Tensor | None = None
-        #: Daily values ``float32[T, C]`` and their dates (without the first date of a cumulative file).
-        self.daily: torch.Tensor | None = None
-        self.daily_dates: list[str] = []
+        #: Daily values ``float32[T, C]`` and their dates of each series (without the first date of a cumulative
+        #: file), in :attr:`series_names` order: the scored series first, then the extra ones.
+        self.daily: list[torch.Tensor] = []
+        self.daily_dates: list[list[str]] = []
         self.negative_days = 0
 
+    @classmethod
+    def from_series(cls, series: list[Series], extra: list[Series] | None = None, **kwargs: Any) -> Covid19DataModule:
+        """A DataModule over series already in memory (e.g. a backtest's truncated or held-out panel): ``series``
+        are split into train/val/test, ``extra`` into train/val only; ``kwargs`` as for the constructor."""
+        datamodule = cls(**kwargs)
+        datamodule.given_series = (list(series), list(extra or []))
+        return datamodule
+
+    @property
+    def series_names(self) -> list[str]:
+        return [one.name for one in (*self.series, *self.extra)]
+
+    @property
+    def dates(self) -> list[str]:
+        """The first scored series' dates (as in the file)."""
+        return self.series[0].dates if self.series else []
+
+    @property
+    def cumulative(self) -> torch.Tensor | None:
+        """The first scored series' cumulative counts, ``None`` for daily counts."""
+        if not self.series or self.hparams.counts != "cumulative":
+            return None
+        return self.series[0].values
+
     def prepare_data(self) -> None:
-        self.require_file(self.file_name)
+        if self.given_series is None:
+            self._source()
+
+    def _source(self) -> Path:
+        """The file or folder the series come from: ``data_dir/covid-19.csv`` when it exists, else ``data_dir``
+        itself (a series file, a folder of series, or a long file)."""
+        if (self.data_dir / self.file_name).is_file():
+            return self.data_dir / self.file_name
+        if self.data_dir.exists():
+            return self.data_dir
+        return self.require_file(self.file_name)  # the error naming what was expected
+
+    def load_series(self) -> tuple[list[Series], list[Series]]:
+        """``(scored series, extra series)`` as :func:`~datamodules.panels.read_panel` reads them."""
+        if self.given_series is not None:
+            return self.given_series
+        counts, column = self.hparams.counts, self.hparams.series_column
+        series = read_panel(self._source(), counts, series_column=column)
+        extra_source = self.hparams.extra_series
+        if extra_source == "auto":
+            extra_source = "countries" if self.data_dir == PACKAGED_DATA_DIR / self.packaged_subdir else None
+        if extra_source is None:
+            return series, []
+        path = BUNDLED_PANEL if extra_source == "countries" else Path(extra_source)
+        extra = read_panel(path, counts, series_column=column)
+        names = {one.name for one in series}
+        extra = [one for one in extra if one.name not in names]
+        if extra and extra[0].columns != series[0].columns:
+            raise DataError(extra[0].path, f"columns {extra[0].columns} differ from {series[0].columns}")
+        return series, extra
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        path = self.require_file(self.file_name)
-        counts = self.hparams.counts
-        dates, columns, values = read_counts(path, counts)
-        window, test_days, val_days = self.hparams.window, self.hparams.test_days, self.hparams.val_days
-        lost = 1 if counts == "cumulative" else 0  # differencing costs the first day
-        n_windows = max(len(dates) - lost - window, 0)  # what make_windows gives
-        n_train = n_windows - test_days - val_days
-        if n_train < 1:
-            needed = window + 1 + val_days + test_days + lost
-            raise DataError(
-                path,
-                f"{len(dates)} days give {n_windows} windows of {window} days: too few for "
-                f"{val_days} validation and {test_days} test days (needs at least {needed} days: "
-                f"{window}-day window + 1 training day + {val_days} validation + {test_days} test"
-                + (" + 1 for differencing cumulative counts)" if lost else ")"),
-            )
-        daily = daily_differences(values) if counts == "cumulative" else values
-        daily_dates = dates[lost:]
-        self.negative_days = warn_negative_days(path, daily_dates, columns, daily)
-        inputs, targets = make_windows(daily, window)
-        self.dates, self.columns, self.daily, self.daily_dates = dates, columns, daily, daily_dates
-        self.cumulative = values if counts == "cumulative" else None
-        n_val_end = n_train + val_days
-        self.train_set = BatchIndexedTensors(inputs[:n_train], targets[:n_train])
-        self.val_set = BatchIndexedTensors(inputs[n_train:n_val_end], targets[n_train:n_val_end])
-        self.test_set = BatchIndexedTensors(inputs[n_val_end:], targets[n_val_end:])
+        series, extra = self.load_series()
+        window, horizon = self.hparams.window, self.hparams.horizon
+        test_days, val_days = self.hparams.test_days, self.hparams.val_days
+        lost = 1 if self.hparams.counts == "cumulative" else 0  # differencing costs the first day
+        needed = window + 1 + val_days + test_days + lost
+        for one in series:
+            if len(one.dates) < needed:
+                n_windows = max(len(one.dates) - lost - window, 0)
+                raise DataError(
+                    one.path,
+                    f"{'series ' + repr(one.name) + ': ' if len(series) > 1 else ''}"
+                    f"{len(one.dates)} days give {n_windows} windows of {window} days: too few for "
+                    f"{val_days} validation and {test_days} test days (needs at least {needed} days: "
+                    f"{window}-day window + 1 training day + {val_days} validation + {test_days} test"
+                    + (" + 1 for differencing cumulative counts)" if lost else ")"),
+                )
+        extra = [one for one in extra if len(one.dates) >= needed - test_days]
+        splits: dict[str, list[tuple[torch.Tensor, ...]]] = {"train": [], "val": [], "test": []}
+        self.daily, self.daily_dates, self.negative_days = [], [], 0
+        for index, one in enumerate([*series, *extra]):
+            daily = daily_differences(one.values) if lost else one.values
+            dates = one.dates[lost:]
+            self.negative_days += warn_negative_days(one.path, dates, one.columns, daily)
+            self.daily.append(daily)
+            self.daily_dates.append(dates)
+            samples = forecast_samples(daily, window, horizon, index, self.split_starts(len(daily)))
+            for name, tensors in samples.items():
+                if name != "test" or index < len(series):
+                    splits[name].append(tensors)
+        self.series, self.extra, self.columns = series, extra, list(series[0].columns)
+        self.train_set, self.val_set, self.test_set = (
+            BatchIndexedTensors(*(torch.cat(parts) for parts in zip(*splits[name], strict=True)))
+            if splits[name]
+            else None
+            for name in ("train", "val", "test")
+        )
+
+    def split_starts(self, days: int) -> tuple[int, int]:
+        """First day index of the validation and of the test period in a series of ``days`` daily values."""
+        test_start = days - self.hparams.test_days
+        return test_start - self.hparams.val_days, test_start
 
     def rollout_period(self, days: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(history float32[window, C], actual float32[D, C])``: the days before the test period and its first
-        ``D = min(days, test_days)`` days, to score a multi-day forecast that feeds itself back (the
+        """``(history float32[T, C], actual float32[D, C])``: the first scored series' days before its test period
+        and the first ``D = min(days, test_days)`` days of it, to score a multi-day forecast (the
         ``lightning_app.models.covid.RolloutSource`` protocol ``Covid19Module`` reads when tested with this)."""
-        if self.test_set is None:
+        if not self.daily:
             raise RuntimeError("call setup() before rollout_period()")
-        windows, targets = self.test_set.tensors
-        return windows[0], targets[: min(days, len(targets))]
+        daily = self.daily[0]
+        test_start = self.split_starts(len(daily))[1]
+        return daily[:test_start], daily[test_start : test_start + min(days, self.hparams.test_days)]
 
     def model_kwargs(self) -> dict[str, Any]:
         if not self.columns:
             raise RuntimeError("call setup() before model_kwargs()")
-        return {"num_series": len(self.columns)}
+        return {"num_series": len(self.columns), "horizon": self.hparams.horizon}
 
     def preprocessing_state(self) -> dict[str, Any]:
-        """The whole series (tens of days: small), so a reloaded model can forecast from its end and plot it."""
-        if self.daily is None:
+        """The scored series (tens of days each: small), so a reloaded model can forecast from their ends and plot
+        them; the first one's as ``dates`` plus ``cumulative`` or ``daily`` (the layout of a one-series state)."""
+        if not self.daily:
             raise RuntimeError("call setup() before preprocessing_state()")
         state: dict[str, Any] = {
             "window": self.hparams.window,
+            "horizon": self.hparams.horizon,
             "columns": list(self.columns),
             "counts": self.hparams.counts,
-            "dates": list(self.dates),
+            "series_names": [one.name for one in self.series],
         }
-        if self.cumulative is not None:
-            state["cumulative"] = self.cumulative.tolist()
-        else:
-            state["daily"] = self.daily.tolist()
+        stored = [_stored_series(one, self.hparams.counts) for one in self.series]
+        state.update(stored[0])
+        if len(stored) > 1:
+            state["panel"] = stored
         return state
+
+
+def _stored_series(series: Series, counts: Counts) -> dict[str, Any]:
+    key = "cumulative" if counts == "cumulative" else "daily"
+    return {"name": series.name, "dates": list(series.dates), key: series.values.tolist()}
+
+
+def forecast_samples(
+    daily: torch.Tensor, window: int, horizon: int, series_index: int, split_starts: tuple[int, int]
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """The samples of one series by split, as :class:`Covid19DataModule` batches them: for every origin ``t``
+    (the last day of a ``window``-day window, ``window - 1 <= t <= T - 2``) the window, the next ``horizon`` days
+    (NaN past the end of the split the first of them falls in), the series index and the hub baseline's quantiles.
+    ``split_starts`` are the first days of the validation and test periods."""
+    days = len(daily)
+    val_start, test_start = split_starts
+    origins = torch.arange(window - 1, days - 1)
+    first = origins + 1
+    split_of = torch.where(first >= test_start, 2, torch.where(first >= val_start, 1, 0))
+    ends = torch.tensor([val_start, test_start, days])[split_of]
+    offsets = first.unsqueeze(1) + torch.arange(horizon)  # [N, H]
+    padded = torch.cat([daily, torch.full((horizon, daily.shape[1]), float("nan"))])
+    targets = padded[offsets]
+    targets[offsets >= ends.unsqueeze(1)] = float("nan")
+    windows = torch.stack([daily[t - window + 1 : t + 1] for t in origins.tolist()])
+    steps = list(range(1, horizon + 1))
+    baseline = torch.stack([hub_baseline_quantiles(daily[: t + 1].clamp_min(0), steps) for t in origins.tolist()])
+    index = torch.full((len(origins),), series_index, dtype=torch.int64)
+    result = {}
+    for code, name in enumerate(("train", "val", "test")):
+        keep = split_of == code
+        if bool(keep.any()):
+            result[name] = (windows[keep], targets[keep], index[keep], baseline[keep])
+    return result
 
 
 def daily_from_state(state: dict[str, Any]) -> tuple[list[str], torch.Tensor]:

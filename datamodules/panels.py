@@ -10,10 +10,10 @@
 (d) one long file with a series column (``series`` by default) beside ``date`` and the counts: one series per
     value of that column; a series' rows keep their file order and must be consecutive days.
 
-Every file is read as :func:`datamodules.covid.read_counts` reads it (tab or comma separated, a byte-order mark
+Every file is read as :func:`datamodules.count_series.read_counts` reads it (tab or comma separated, a byte-order mark
 ignored, ``counts`` cumulative or daily). All series must have the same count columns in the same order; a
 problem stops with a one-line :class:`~datamodules.errors.DataError` naming the file (and the series and dates
-where they matter). Nothing here trains: the DataModule still reads one file.
+where they matter).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from datamodules.base import csv_header, read_csv_rows
-from datamodules.covid import DATE_COLUMN, Counts, parse_count_rows, read_counts, sniff_delimiter
+from datamodules.count_series import DATE_COLUMN, Counts, parse_count_rows, read_counts, sniff_delimiter
 from datamodules.errors import DataError
 
 #: The file a series folder holds (as ``--data-dir`` does today).
@@ -40,7 +40,7 @@ class Series:
         path: the file it was read from (a long file's path for each of its series).
         dates: ISO dates ``YYYY-MM-DD``, consecutive days, one per row of ``values``.
         columns: the count columns, in file order.
-        values: ``float32[days, columns]``, the counts as :func:`~datamodules.covid.read_counts` returns them
+        values: ``float32[days, columns]``, the counts as :func:`~datamodules.count_series.read_counts` returns them
             (cumulative totals, or daily values for ``counts="daily"``).
     """
 
@@ -61,7 +61,7 @@ def read_panel(
         order (``days_i`` may differ between series, and the dates need not overlap).
 
     Raises:
-        DataError: a missing source, an empty folder, a file :func:`~datamodules.covid.read_counts` rejects, a
+        DataError: a missing source, an empty folder, a file :func:`~datamodules.count_series.read_counts` rejects, a
             series with gaps or repeated dates, columns that differ from the first series', a series of fewer
             than ``min_days`` days, or two series with the same name.
         ValueError: ``counts`` is not ``"cumulative"`` or ``"daily"``, or ``min_days`` is below 1.

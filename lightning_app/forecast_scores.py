@@ -21,8 +21,19 @@ from collections.abc import Sequence
 
 import torch
 
-#: The 23 quantile levels the US COVID-19 Forecast Hub asks for: 0.01, 0.025, 0.05, 0.10, ..., 0.95, 0.975, 0.99.
-QUANTILE_LEVELS: tuple[float, ...] = (0.01, 0.025, *(round(0.05 * k, 2) for k in range(1, 20)), 0.975, 0.99)
+from datamodules.count_series import QUANTILE_LEVELS, hub_baseline_quantiles, monotone_quantiles
+
+__all__ = [
+    "CENTRAL_INTERVALS",
+    "QUANTILE_LEVELS",
+    "hub_baseline_quantiles",
+    "interval_coverage",
+    "interval_score",
+    "monotone_quantiles",
+    "pinball_loss",
+    "relative_score",
+    "weighted_interval_score",
+]
 
 #: Central prediction intervals (in %) whose coverage is reported.
 CENTRAL_INTERVALS: tuple[int, ...] = (50, 80, 95)
@@ -136,56 +147,6 @@ def interval_coverage(
         raise ValueError(f"a {width}% central interval needs levels {tail:g} and {1 - tail:g}, got {lv.tolist()}")
     hits = ((quantiles[..., lo] <= y) & (y <= quantiles[..., hi])).to(quantiles.dtype)
     return hits.mean() if dim is None else hits.mean(dim)
-
-
-def monotone_quantiles(quantiles: torch.Tensor) -> torch.Tensor:
-    """Non-crossing quantiles: ``quantiles`` (``float[..., L]``, levels increasing) sorted along the last dimension.
-
-    Sorting is the rearrangement of Chernozhukov, Fernandez-Val and Galichon (2010): it never increases the
-    pinball loss or the WIS and leaves already monotone quantiles unchanged. Returns ``float[..., L]``.
-    """
-    return torch.sort(quantiles, dim=-1).values
-
-
-def hub_baseline_quantiles(
-    history: torch.Tensor, horizons: Sequence[int] | torch.Tensor, levels: Levels = QUANTILE_LEVELS
-) -> torch.Tensor:
-    """The forecast hubs' baseline: last value held flat, spread from symmetrised past one-day changes.
-
-    ``history`` is ``float[T]`` (one series) or ``float[T, S]`` (S series side by side), non-negative daily values,
-    oldest first, ``T >= 2``. For each series:
-
-    1. the one-day changes ``d_t = x_t - x_{t-1}`` (``T - 1`` of them) and their negatives form a symmetric sample
-       of ``2 (T - 1)`` values;
-    2. ``Q(tau)`` is that sample's empirical quantile at each level (``torch.quantile``'s linear interpolation
-       between order statistics, so ``Q(0.5) = 0`` and ``Q(1 - tau) = -Q(tau)``);
-    3. the forecast at horizon ``h`` (days after the last value) is ``x_T + sqrt(h) * Q(tau)``: the median is
-       the last value, the spread grows with the square root of the horizon as a random walk's would;
-    4. clamped at 0 (counts are never negative) and sorted along the levels (:func:`monotone_quantiles`; the
-       steps above already keep them ordered, this is a guard).
-
-    ``horizons`` are positive integers ``[H]``. Returns ``float[H, L]`` for ``float[T]`` history, ``float[H, S, L]``
-    for ``float[T, S]``, in the history's floating dtype (float32 for integer input).
-    """
-    history = torch.as_tensor(history)
-    if not history.is_floating_point():
-        history = history.to(torch.get_default_dtype())
-    if history.dim() not in (1, 2):
-        raise ValueError(f"history must be float[T] or float[T, S], got shape {tuple(history.shape)}")
-    if history.shape[0] < 2:
-        raise ValueError(f"the baseline needs at least 2 past values for one change, got {history.shape[0]}")
-    steps = torch.as_tensor(horizons, dtype=history.dtype, device=history.device).flatten()
-    if steps.numel() == 0 or not bool((steps >= 1).all()):
-        raise ValueError(f"horizons must be positive, got {steps.tolist()}")
-    series = history if history.dim() == 2 else history.unsqueeze(1)  # [T, S]
-    changes = series.diff(dim=0)  # [T-1, S]
-    symmetric = torch.cat([changes, -changes], dim=0)  # [2(T-1), S]
-    lv = torch.as_tensor(levels, dtype=history.dtype, device=history.device).flatten()
-    spread = torch.quantile(symmetric, lv, dim=0).T  # [S, L]
-    widen = steps.sqrt().view(-1, 1, 1)  # [H, 1, 1]
-    forecast = series[-1].view(1, -1, 1) + widen * spread.unsqueeze(0)  # [H, S, L]
-    forecast = monotone_quantiles(torch.clamp_min(forecast, 0.0))
-    return forecast if history.dim() == 2 else forecast.squeeze(1)
 
 
 def relative_score(model_scores: torch.Tensor, baseline_scores: torch.Tensor) -> torch.Tensor:

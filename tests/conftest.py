@@ -255,7 +255,7 @@ def score(checkpoint, task, overrides):
         return torch.cat([module.predict_encoded(inputs) for inputs, _ in batches])
 
     if task == "covid19":
-        from datamodules.covid import daily_differences, read_counts
+        from datamodules.count_series import daily_differences, read_counts
         _, _, values = read_counts(datamodule.require_file(datamodule.file_name), datamodule.hparams.counts)
         daily = daily_differences(values) if datamodule.hparams.counts == "cumulative" else values
         first_test_day = len(daily) - len(encoded())

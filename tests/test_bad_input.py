@@ -17,7 +17,7 @@ from PIL import Image
 from synthetic_data import make_tree, synthetic_reviews, write_tiny_data, write_tsv
 
 from datamodules import Cifar2DataModule, Covid19DataModule, DataError, IMDBDataModule, TitanicDataModule
-from datamodules.covid import read_counts
+from datamodules.count_series import read_counts
 from datamodules.text_files import read_labeled_texts
 from datamodules.titanic import read_passengers
 from lightning_app import fit as fit_cli

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError
-from datamodules.covid import COUNT_COLUMNS, daily_differences, make_windows, read_counts
+from datamodules.count_series import COUNT_COLUMNS, daily_differences, make_windows, read_counts
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models import Covid19Module
 

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError, TitanicDataModule
-from datamodules.covid import COUNT_COLUMNS, DATE_COLUMN, daily_differences, make_windows, read_counts
+from datamodules.count_series import COUNT_COLUMNS, DATE_COLUMN, daily_differences, make_windows, read_counts
 from datamodules.titanic import (
     EXTENDED_FEATURES,
     INPUT_COLUMNS,

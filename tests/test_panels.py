@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datamodules import PACKAGED_DATA_DIR, DataError
-from datamodules.covid import read_counts
+from datamodules.count_series import read_counts
 from datamodules.panels import Series, read_panel
 
 BUNDLED = PACKAGED_DATA_DIR / "covid19" / "covid-19.csv"

@@ -1,8 +1,7 @@
-"""Daily count forecast LightningModule (COVID-19 by default, any daily series with --data-dir)."""
+"""Daily count forecast LightningModule (COVID-19 by default, any daily series or panel of series with --data-dir)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, NamedTuple, Protocol, get_args, runtime_checkable
 
 import torch
@@ -10,23 +9,36 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from datamodules.covid import daily_from_state
+from lightning_app.forecast_scores import QUANTILE_LEVELS, pinball_loss
 from lightning_app.metrics import (
+    ForecastScores,
     MeanAbsoluteScaledError,
     MeanSquaredPercentageError,
     SeriesMeanAbsoluteError,
     mean_squared_percentage_error,
 )
-from lightning_app.models.base import TaskModule
-from lightning_app.nets import LogTrendCovidNet, ResidualCovidNet, TutorialCovidNet, damped_log_trend, log1p_counts
+from lightning_app.models.base import Stage, TaskModule
+from lightning_app.nets import (
+    LogTrendCovidNet,
+    QuantileCovidNet,
+    ResidualCovidNet,
+    TutorialCovidNet,
+    damped_log_trend,
+    log1p_counts,
+)
 from lightning_app.optim import OptimizerSpec, check_choice
 
-CovidNet = Literal["log_trend", "residual_lstm", "tutorial"]
-CovidLoss = Literal["log_l1", "mase", "mspe"]
-CovidOptimizer = Literal["adam", "adagrad"]
+CovidNet = Literal["quantile_mlp", "log_trend", "residual_lstm", "tutorial"]
+CovidLoss = Literal["pinball", "log_l1", "mase", "mspe"]
+CovidOptimizer = Literal["adam", "adamw", "adagrad"]
 #: Metrics computed per series (vectors over the file's columns).
 PER_SERIES_METRICS = ("mae", "mase", "trend_mae", "trend_mase")
 #: Days of the multi-step forecast scored at the start of the test period.
 ROLLOUT_DAYS = 7
+#: The quantile levels every forecast gives (the US COVID-19 Forecast Hub's 23).
+LEVELS = QUANTILE_LEVELS
+#: Per-series test figures logged as ``test/series/<name>/<figure>``.
+SERIES_FIGURES = ("relative_wis", "relative_mae", "coverage_80", "mase_h1")
 
 
 @runtime_checkable
@@ -43,12 +55,25 @@ class RolloutSource(Protocol):
         ...
 
 
+def level_index(level: float) -> int:
+    """Index of ``level`` in :data:`LEVELS`."""
+    return min(range(len(LEVELS)), key=lambda index: abs(LEVELS[index] - level))
+
+
 class Forecast(NamedTuple):
-    """A multi-day forecast: ``float32[days, C]`` point forecasts and the interval around them."""
+    """A multi-day forecast of ``C`` series: the median ``point``, the ``lower`` / ``upper`` ends of the module's
+    ``interval`` and all ``quantiles`` at :data:`LEVELS` (``float32[days, C]``, ``[days, C]``, ``[days, C]``,
+    ``[days, C, L]``)."""
 
     point: torch.Tensor
     lower: torch.Tensor
     upper: torch.Tensor
+    quantiles: torch.Tensor
+
+    def interval(self, width: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lower, upper)`` of the central ``width``% interval (50, 80, 95, ... : a pair of :data:`LEVELS`)."""
+        tail = (1 - width / 100) / 2
+        return self.quantiles[..., level_index(tail)], self.quantiles[..., level_index(1 - tail)]
 
 
 def mean_absolute_scaled_loss(preds: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
@@ -57,51 +82,71 @@ def mean_absolute_scaled_loss(preds: torch.Tensor, target: torch.Tensor, baselin
     return ((preds - target).abs().mean(0) / scale).mean()
 
 
+def masked_log_pinball_loss(log_quantiles: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean pinball loss of ``float[B, H, C, L]`` quantiles on the ``log1p`` scale against ``float[B, H, C]``
+    counts, NaN targets left out (their terms are multiplied by 0, so their gradients are 0 too)."""
+    scored = ~target.isnan()
+    counts = torch.where(scored, target, torch.zeros_like(target))
+    losses = pinball_loss(log_quantiles, LEVELS, log1p_counts(counts)).mean(-1)
+    return (losses * scored).sum() / scored.sum().clamp_min(1)
+
+
 class Covid19Module(TaskModule):
-    """One-day-ahead forecaster of daily counts (the bundled file: confirmed, cured, dead).
+    """Forecaster of daily counts 1..``horizon`` days ahead, with quantiles (the bundled file: confirmed, cured,
+    dead; any series or panel of series with ``--data-dir``).
 
-    Batch: ``(window float32[B, window, C], target float32[B, C])``. Every stage
-    scores the model beside the persistence forecast (tomorrow = today) the way
-    forecasters are scored: ``<stage>/mae`` and ``<stage>/persistence_mae``
-    overall and per series (``<stage>/mae_<column>``), ``<stage>/mase_<column>``
-    = model MAE / persistence MAE on the same days (below 1 beats it) and their
-    mean ``<stage>/mase`` (checkpoints are selected on ``val/mase``), the same
-    for a damped log-trend baseline (``<stage>/trend_mae_<column>``,
-    ``<stage>/trend_mase_<column>``), and the tutorial's MSPE. The test stage
-    also scores a 7-day roll-out from the start of the test period, the model
-    feeding its forecasts back (``test/rollout_mae``), against persistence held
-    flat (``test/persistence_rollout_mae``), when the test DataModule is a
-    :class:`RolloutSource` (see :meth:`rollout_source`). Built with no arguments
-    it is the registry's default model. The console report of these numbers is
-    :func:`lightning_app.reporting.forecast_sections`.
+    Batch: ``(window float32[B, window, C], target float32[B, horizon, C], series int64[B],
+    baseline float32[B, horizon, C, L])`` as :class:`~datamodules.Covid19DataModule` serves it.
 
-    Forecast intervals: after every validation epoch the module keeps the
-    ``(1 - interval) / 2`` and ``(1 + interval) / 2`` quantiles of the
-    validation residuals on the ``log1p`` scale per series (a buffer, so every
-    checkpoint holds those of its own weights); :meth:`forecast` widens them
-    with the square root of the horizon.
+    Scores, logged per stage:
+
+    * one day ahead, against persistence (tomorrow = today): ``<stage>/mae`` and ``<stage>/persistence_mae``
+      overall and per column (``<stage>/mae_<column>``), ``<stage>/mase_<column>`` = model MAE / persistence MAE
+      and their mean ``<stage>/mase``, the same for a damped log-trend baseline (``<stage>/trend_mase``), and the
+      tutorial's MSPE;
+    * (validation and test) every horizon, as the forecast hubs score: ``<stage>/wis`` (weighted interval score),
+      ``<stage>/relative_wis`` against the hubs' baseline (last value flat, quantiles from the series' past
+      one-day changes widened by sqrt(h)), ``<stage>/mae_median`` and ``<stage>/relative_mae`` against
+      persistence, ``<stage>/coverage_50|80|95``, each also per horizon (``_h<N>``); the test stage adds
+      ``test/series/<name>/<figure>`` per series (:data:`SERIES_FIGURES`) and a 7-day roll-out from the start of
+      the test period when the DataModule is a :class:`RolloutSource` (``test/rollout_mae``).
+
+    The console report is :func:`lightning_app.reporting.forecast_sections`. Built with no arguments it is the
+    registry's default model. Checkpoints are selected on ``val/relative_wis`` for ``"quantile_mlp"`` and on
+    ``val/mase`` (the one-step point forecast) for the other nets.
+
+    Quantiles: ``"quantile_mlp"`` forecasts them directly (trained with the pinball loss on ``log1p`` counts, every
+    horizon and level). The point nets forecast one day; they are rolled out ``horizon`` days (feeding forecasts
+    back) and given quantiles from the validation residuals: after every validation epoch the module keeps the
+    quantiles of the one-day ``log1p`` residuals per column (a buffer, so a checkpoint holds those of its own
+    weights) and widens them with the square root of the horizon.
 
     Args:
-        num_series: series per day (from ``Covid19DataModule.model_kwargs()``).
-        net: ``"log_trend"`` (:class:`~lightning_app.nets.LogTrendCovidNet`: persistence on log counts plus
-            learned level and trend coefficients, all starting at zero), ``"residual_lstm"`` (an LSTM correction
-            of persistence, the previous default), ``"tutorial"`` (5-layer LSTM of width ``num_series`` on raw
-            counts with the multiplicative block), or any ``nn.Module`` mapping ``float32[B, window, num_series]``
-            to ``float32[B, num_series]``.
+        num_series: count columns per day (from ``Covid19DataModule.model_kwargs()``).
+        horizon: days forecast (from ``Covid19DataModule.model_kwargs()``).
+        net: ``"quantile_mlp"`` (:class:`~lightning_app.nets.QuantileCovidNet`, the default: one MLP across series,
+            windows scaled by their level on the ``log1p`` scale, all horizons and quantiles at once),
+            ``"log_trend"`` (:class:`~lightning_app.nets.LogTrendCovidNet`: persistence on log counts plus learned
+            level and trend coefficients), ``"residual_lstm"`` (an LSTM correction of persistence), ``"tutorial"``
+            (5-layer LSTM of width ``num_series`` on raw counts with the multiplicative block), or an ``nn.Module``
+            mapping ``float32[B, window, num_series]`` to ``float32[B, num_series]`` (a point net) or a
+            :class:`~lightning_app.nets.QuantileCovidNet` subclass.
         lr: learning rate.
-        loss: ``"log_l1"`` (mean absolute error on ``log1p`` counts: scale-free), ``"mase"`` (MAE per series
-            divided by persistence's on the batch) or ``"mspe"`` (the tutorial's mean squared percentage error).
-        optimizer: ``"adam"`` or ``"adagrad"`` (the tutorial's): a name of :data:`lightning_app.optim.OPTIMIZERS`.
-        weight_decay: L2 penalty of the optimizer.
+        loss: ``"pinball"`` (the quantile loss on ``log1p`` counts; ``"quantile_mlp"`` only), ``"log_l1"`` (mean
+            absolute error on ``log1p`` counts), ``"mase"`` (MAE per column divided by persistence's on the batch) or
+            ``"mspe"`` (the tutorial's); ``None``: ``"pinball"`` for ``"quantile_mlp"``, else ``"log_l1"``.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"adagrad"`` (the tutorial's): a name of
+            :data:`lightning_app.optim.OPTIMIZERS`.
+        weight_decay: weight decay of the optimizer.
         num_layers: LSTM layers (``"residual_lstm"``, ``"tutorial"``: the tutorial's 5).
-        hidden_size: LSTM width of ``"residual_lstm"``, width of the correction heads of ``"log_trend"``.
+        hidden_size: width of ``"quantile_mlp"``, of ``"residual_lstm"``'s LSTM, of ``"log_trend"``'s heads.
         heads: MLP correction heads averaged on top of ``"log_trend"``'s coefficients (0: none).
-        interval: coverage of the forecast interval (0.8: from the 10th to the 90th percentile).
+        interval: coverage of :class:`Forecast`'s ``lower`` / ``upper`` (0.8: the 10th to the 90th percentile).
     """
 
     monitor = "val/mase"
     monitor_mode = "min"
-    sizes_from_data = ("num_series",)
+    sizes_from_data = ("num_series", "horizon")
     baseline_name = "persistence"
     #: Checkpoints from before ``optimizer`` existed trained both nets with Adagrad on MSPE.
     legacy_settings = (("optimizer", {"*": {"optimizer": "adagrad", "loss": "mspe"}}),)
@@ -109,19 +154,23 @@ class Covid19Module(TaskModule):
     def __init__(
         self,
         num_series: int = 3,
-        net: CovidNet | nn.Module = "log_trend",
-        lr: float = 0.01,
-        loss: CovidLoss = "log_l1",
-        optimizer: CovidOptimizer = "adam",
-        weight_decay: float = 0.0,
+        horizon: int = 7,
+        net: CovidNet | nn.Module = "quantile_mlp",
+        lr: float = 0.003,
+        loss: CovidLoss | None = None,
+        optimizer: CovidOptimizer = "adamw",
+        weight_decay: float = 1e-4,
         num_layers: int = 1,
-        hidden_size: int = 16,
+        hidden_size: int = 64,
         heads: int = 0,
         interval: float = 0.8,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
-        if loss not in ("log_l1", "mase", "mspe"):
-            raise ValueError(f"unknown COVID-19 loss {loss!r}; choose 'log_l1', 'mase' or 'mspe'")
+        direct = net == "quantile_mlp" or isinstance(net, QuantileCovidNet)
+        loss = loss or ("pinball" if direct else "log_l1")
+        check_choice("COVID-19 loss", loss, get_args(CovidLoss))
+        if (loss == "pinball") != direct:
+            raise ValueError("loss 'pinball' goes with net 'quantile_mlp' (quantiles), and only with it")
         check_choice("COVID-19 optimizer", optimizer, get_args(CovidOptimizer))
         if not 0 < interval < 1:
             raise ValueError(f"interval must be between 0 and 1, got {interval}")
@@ -138,50 +187,117 @@ class Covid19Module(TaskModule):
         )
         super().__init__(metrics, preprocessing, paired_metrics=paired)
         self.save_hyperparameters(ignore=["net", "preprocessing"], logger=False)
+        self.hparams["loss"] = loss
         window = int(self.preprocessing.get("window", 8))
         self.example_input_array = torch.zeros(1, window, num_series)
         self.net = self.build_net(
             net,
             {
+                "quantile_mlp": lambda: QuantileCovidNet(num_series, window, horizon, LEVELS, hidden_size=hidden_size),
                 "log_trend": lambda: LogTrendCovidNet(num_series, window, heads=heads, hidden_size=hidden_size),
                 "residual_lstm": lambda: ResidualCovidNet(num_series, hidden_size=hidden_size, num_layers=num_layers),
                 "tutorial": lambda: TutorialCovidNet(num_series=num_series, num_layers=num_layers),
             },
         )
-        #: Lower and upper quantiles of the last validation epoch's log1p residuals per series, ``float32[2, C]``.
-        self.register_buffer("residual_quantiles", torch.zeros(2, num_series))
+        self.direct_quantiles = isinstance(self.net, QuantileCovidNet)
+        if self.direct_quantiles:
+            self.monitor = "val/relative_wis"
+        self.val_forecast_scores = ForecastScores(LEVELS)
+        self.test_forecast_scores = ForecastScores(LEVELS)
+        #: Quantiles at :data:`LEVELS` of the last validation epoch's one-day log1p residuals, ``float32[L, C]``.
+        self.register_buffer("residual_quantiles", torch.zeros(len(LEVELS), num_series))
         self._val_residuals: list[torch.Tensor] = []
 
     @property
     def series_names(self) -> list[str]:
+        """The count columns (``confirmed_num``, ...)."""
         columns = self.preprocessing.get("columns")
         return list(columns) if columns else [f"series{i}" for i in range(self.hparams.num_series)]
 
-    def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        window, target = batch
-        preds = self(window)
-        persistence = window[:, -1, :].contiguous()
-        if self.hparams.loss == "mspe":
-            loss = mean_squared_percentage_error(preds, target)
-        elif self.hparams.loss == "mase":
-            loss = mean_absolute_scaled_loss(preds, target, persistence)
+    @property
+    def panel_names(self) -> list[str]:
+        """The scored series of the training data (their index in a batch's ``series``), e.g. ``["covid19"]``."""
+        return list(self.preprocessing.get("series_names", []))
+
+    def shared_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        window, target = batch[0], batch[1]
+        next_day = target[:, 0]
+        if self.direct_quantiles:
+            log_quantiles = self.net.forward_log(window)
+            loss = masked_log_pinball_loss(log_quantiles, target)
+            preds = torch.expm1(log_quantiles[:, 0, :, level_index(0.5)].clamp_min(0))
         else:
-            loss = (log1p_counts(preds) - log1p_counts(target)).abs().mean()
+            preds = self(window)
+            loss = self.point_loss(preds, next_day, window[:, -1, :])
         return {
             "loss": loss,
             "preds": preds,
-            "target": target,
-            "baseline": persistence,
+            "target": next_day,
+            "baseline": window[:, -1, :].contiguous(),
             "trend": damped_log_trend(window),
         }
 
+    def point_loss(self, preds: torch.Tensor, target: torch.Tensor, persistence: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "mspe":
+            return mean_squared_percentage_error(preds, target)
+        if self.hparams.loss == "mase":
+            return mean_absolute_scaled_loss(preds, target, persistence)
+        return (log1p_counts(preds) - log1p_counts(target)).abs().mean()
+
     def optimizer_spec(self) -> OptimizerSpec:
-        """``optimizer`` with ``weight_decay`` (L2) at a constant ``lr``."""
+        """``optimizer`` with ``weight_decay`` at a constant ``lr``."""
         return OptimizerSpec(self.hparams.optimizer, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # -- forecasts ------------------------------------------------------------
+    def quantile_forecast(self, window: torch.Tensor) -> torch.Tensor:
+        """Count quantiles at :data:`LEVELS` for the next ``horizon`` days: ``float32[B, window, C]`` daily counts
+        (the model's window; longer windows are cut to their last days) -> ``float32[B, horizon, C, L]``, never
+        negative, never crossing."""
+        window = window[:, -self.example_input_array.shape[1] :]
+        if self.direct_quantiles:
+            return self.net(window)
+        points = []
+        for _ in range(self.hparams.horizon):
+            next_day = self(window)
+            points.append(next_day)
+            window = torch.cat([window[:, 1:], next_day.unsqueeze(1)], dim=1)
+        center = log1p_counts(torch.stack(points, dim=1)).unsqueeze(-1)  # [B, H, C, 1]
+        widen = torch.arange(1, self.hparams.horizon + 1, device=center.device).sqrt().view(1, -1, 1, 1)
+        spread = self.residual_quantiles.T.unsqueeze(0).unsqueeze(0)  # [1, 1, C, L]
+        return torch.expm1((center + spread * widen).clamp_min(0))
+
+    @torch.no_grad()
+    def forecast(self, days: int, recent_increments: torch.Tensor | None = None) -> Forecast:
+        """Forecast ``days`` days past ``recent_increments`` (``float32[T >= window, C]`` daily values; default: the
+        end of the first series stored in the checkpoint): the median, the ``interval`` and every quantile.
+
+        Beyond ``horizon`` days the forecast continues from its own medians, horizon by horizon (its intervals then
+        understate the uncertainty)."""
+        if days < 1:
+            raise ValueError(f"days must be at least 1, got {days}")
+        if recent_increments is None:
+            try:
+                recent_increments = daily_from_state(self.preprocessing)[1]
+            except ValueError:
+                raise ValueError("no history given and none stored in this module's preprocessing state") from None
+        window_size = self.example_input_array.shape[1]
+        if len(recent_increments) < window_size:
+            raise ValueError(f"need at least {window_size} days of history, got {len(recent_increments)}")
+        history = recent_increments[-window_size:].to(self.device, torch.float32).unsqueeze(0)
+        chunks = []
+        with self.eval_mode():
+            while sum(len(chunk) for chunk in chunks) < days:
+                quantiles = self.quantile_forecast(history)  # [1, H, C, L]
+                chunks.append(quantiles[0])
+                history = torch.cat([history, quantiles[:, :, :, level_index(0.5)]], dim=1)[:, -window_size:]
+        quantiles = torch.cat(chunks)[:days].cpu()
+        tail = (1 - self.hparams.interval) / 2
+        lower, upper = quantiles[..., level_index(tail)], quantiles[..., level_index(1 - tail)]
+        return Forecast(quantiles[..., level_index(0.5)], lower, upper, quantiles)
 
     # -- metrics --------------------------------------------------------------
     def scalar_metrics(self, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-series metrics become ``<name>`` (their mean over series) and ``<name>_<column>``."""
+        """Per-column metrics become ``<name>`` (their mean over columns) and ``<name>_<column>``."""
         metric = name.rpartition("/")[2].removeprefix(f"{self.baseline_name}_")
         if metric not in PER_SERIES_METRICS:
             return super().scalar_metrics(name, value)
@@ -190,10 +306,38 @@ class Covid19Module(TaskModule):
         values.update({f"{name}_{column}": item for column, item in zip(self.series_names, value, strict=True)})
         return values
 
+    def _score_forecasts(self, stage: Stage, batch: tuple[torch.Tensor, ...]) -> None:
+        window, target, series, baseline = batch
+        with torch.no_grad():
+            quantiles = self.quantile_forecast(window)
+        getattr(self, f"{stage}_forecast_scores").update(quantiles, target, baseline, series)
+
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         out = super().validation_step(batch, batch_idx)
+        self._score_forecasts("val", batch)
         self._val_residuals.append(log1p_counts(out["target"]) - log1p_counts(out["preds"]))
         return out
+
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        out = super().test_step(batch, batch_idx)
+        self._score_forecasts("test", batch)
+        return out
+
+    def compute_epoch_metrics(self, stage: Stage) -> dict[str, torch.Tensor]:
+        """The base's metrics plus, for validation and test, the forecast scores (and, for test, per series)."""
+        values = super().compute_epoch_metrics(stage)
+        scores: ForecastScores | None = getattr(self, f"{stage}_forecast_scores", None)
+        if scores is None or scores.update_count == 0:
+            return values
+        for name, value in scores.compute().items():
+            values[f"{stage}/{name.replace('mae', 'mae_median', 1) if name.startswith('mae') else name}"] = value
+        if stage == "test":
+            names = self.panel_names
+            for index, figures in scores.per_series().items():
+                label = names[index] if index < len(names) else f"series{index}"
+                values.update({f"test/series/{label}/{name}": torch.tensor(figures[name]) for name in SERIES_FIGURES})
+        scores.reset()
+        return values
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
@@ -203,11 +347,14 @@ class Covid19Module(TaskModule):
         self._val_residuals.clear()
         if self.trainer is not None and self.trainer.world_size > 1:
             residuals = self.all_gather(residuals).reshape(-1, residuals.shape[-1])
-        interval = self.hparams.interval
-        levels = torch.tensor([(1 - interval) / 2, (1 + interval) / 2], device=residuals.device)
-        quantiles = torch.quantile(residuals.float(), levels, dim=0)
-        # The interval always holds the point forecast, even when every residual has one sign.
-        self.residual_quantiles.copy_(torch.stack([quantiles[0].clamp_max(0), quantiles[1].clamp_min(0)]))
+        levels = torch.tensor(LEVELS, device=residuals.device)
+        quantiles = torch.quantile(residuals.float(), levels, dim=0)  # [L, C]
+        # The median is the point forecast itself, and the interval always holds it.
+        below, above = levels < 0.5, levels > 0.5
+        quantiles[below] = quantiles[below].clamp_max(0)
+        quantiles[above] = quantiles[above].clamp_min(0)
+        quantiles[~(below | above)] = 0
+        self.residual_quantiles.copy_(quantiles)
 
     def rollout_source(self) -> RolloutSource | None:
         """Hook: where the test-time roll-out reads its days: the DataModule the trainer tests with when it is a
@@ -234,40 +381,7 @@ class Covid19Module(TaskModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
-        if "residual_quantiles" not in state:  # written before forecast intervals existed: a zero-width interval
+        saved = state.get("residual_quantiles")
+        if saved is None or saved.shape != self.residual_quantiles.shape:
+            # Written before forecast intervals existed, or with two levels only: a zero-width interval.
             state["residual_quantiles"] = torch.zeros_like(self.residual_quantiles)
-
-    # -- forecasting ----------------------------------------------------------
-    @torch.no_grad()
-    def forecast(self, days: int, recent_increments: torch.Tensor | None = None) -> Forecast:
-        """Roll the model forward ``days`` days, feeding each forecast back as input, with an interval per day.
-
-        ``recent_increments`` (``float32[T >= window, C]`` daily values) defaults to the end of the
-        series stored in the checkpoint. Returns :class:`Forecast` of ``float32[days, C]`` tensors: the
-        point forecast and the interval around it, ``expm1(log1p(point) + q * sqrt(h))`` on day ``h`` with
-        ``q`` the validation residual quantiles (clamped at 0).
-        """
-        if days < 1:
-            raise ValueError(f"days must be at least 1, got {days}")
-        if recent_increments is None:
-            try:
-                recent_increments = daily_from_state(self.preprocessing)[1]
-            except ValueError:
-                raise ValueError("no history given and none stored in this module's preprocessing state") from None
-        window_size = int(self.preprocessing.get("window", len(recent_increments)))
-        if len(recent_increments) < window_size:
-            raise ValueError(f"need at least {window_size} days of history, got {len(recent_increments)}")
-        window = recent_increments[-window_size:].to(self.device, torch.float32).unsqueeze(0)
-        forecasts = []
-        with self.eval_mode():
-            for _ in range(days):
-                next_day = self(window)
-                forecasts.append(next_day[0])
-                window = torch.cat([window[:, 1:], next_day.unsqueeze(1)], dim=1)
-        point = torch.stack(forecasts).cpu()
-        widen = torch.tensor([math.sqrt(h) for h in range(1, days + 1)]).unsqueeze(-1)
-        quantiles = self.residual_quantiles.cpu()
-        center = log1p_counts(point)
-        lower = torch.expm1((center + quantiles[0] * widen).clamp_min(0))
-        upper = torch.expm1(center + quantiles[1] * widen)
-        return Forecast(point, torch.minimum(lower, point.clamp_min(0)), torch.maximum(upper, point))

@@ -3,6 +3,7 @@
 from lightning_app.nets.sequence import (
     LogTrendCovidNet,
     MultiplicativeBlock,
+    QuantileCovidNet,
     ResidualCovidNet,
     TutorialCovidNet,
     damped_log_trend,
@@ -27,6 +28,7 @@ __all__ = [
     "LogTrendCovidNet",
     "MultiplicativeBlock",
     "NBBagNet",
+    "QuantileCovidNet",
     "ResidualBlock",
     "ResidualCovidNet",
     "ResidualMLP",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -113,6 +115,59 @@ class LogTrendCovidNet(nn.Module):
             corrections = self.max_step * torch.tanh(torch.einsum("kbch,kh->kbc", hidden, self.head_out))
             out = out + corrections.mean(0)
         return out
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        return torch.expm1(self.forward_log(window).clamp_min(0))
+
+
+class QuantileCovidNet(nn.Module):
+    """A global multi-horizon quantile forecaster: one MLP shared by every series and count column.
+
+    Each column's window is read on the ``log1p`` scale relative to its level (the mean of its last
+    ``level_days`` days), so series of any size share the same inputs; a one-hot code of the column
+    (confirmed, cured, dead behave differently) joins them. The MLP gives, for every horizon, the median
+    and positive gaps to the neighbouring levels (softplus, summed outwards), so the quantiles never
+    cross; the counts are ``expm1`` of ``level + quantile`` clamped at 0, so they are never negative.
+    ``float32[B, window, C]`` daily counts -> ``float32[B, horizon, C, L]`` count quantiles at ``levels``
+    (sorted, with 0.5 in the middle).
+    """
+
+    def __init__(
+        self,
+        num_series: int = 3,
+        window: int = 14,
+        horizon: int = 7,
+        levels: Sequence[float] = (0.1, 0.5, 0.9),
+        hidden_size: int = 64,
+        level_days: int = 7,
+    ) -> None:
+        super().__init__()
+        if len(levels) % 2 != 1 or abs(levels[len(levels) // 2] - 0.5) > 1e-6:
+            raise ValueError(f"levels must be symmetric with 0.5 in the middle, got {list(levels)}")
+        self.num_series, self.horizon, self.num_levels = num_series, horizon, len(levels)
+        self.level_days = min(level_days, window)
+        self.register_buffer("column_codes", torch.eye(num_series), persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(window + num_series, hidden_size),
+            nn.GELU(),
+            nn.Linear(hidden_size, hidden_size),
+            nn.GELU(),
+            nn.Linear(hidden_size, horizon * self.num_levels),
+        )
+
+    def forward_log(self, window: torch.Tensor) -> torch.Tensor:
+        """The quantiles on the ``log1p`` scale, ``float32[B, horizon, C, L]``."""
+        logs = log1p_counts(window).transpose(1, 2)  # [B, C, W]
+        level = logs[..., -self.level_days :].mean(-1, keepdim=True)  # [B, C, 1]
+        codes = self.column_codes.expand(len(window), -1, -1)
+        out = self.mlp(torch.cat([logs - level, codes], dim=-1))
+        out = out.view(len(window), self.num_series, self.horizon, self.num_levels)
+        middle = self.num_levels // 2
+        median = out[..., middle : middle + 1]
+        above = torch.cumsum(nn.functional.softplus(out[..., middle + 1 :]), dim=-1)
+        below = torch.cumsum(nn.functional.softplus(out[..., :middle].flip(-1)), dim=-1).flip(-1)
+        quantiles = torch.cat([median - below, median, median + above], dim=-1) + level.unsqueeze(-1)
+        return quantiles.permute(0, 2, 1, 3)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         return torch.expm1(self.forward_log(window).clamp_min(0))
