@@ -177,11 +177,10 @@ class Covid19DataModule(TaskDataModule):
                 )
         extra = [one for one in extra if len(one.dates) >= needed - test_days]
         splits: dict[str, list[tuple[torch.Tensor, ...]]] = {"train": [], "val": [], "test": []}
-        self.daily, self.daily_dates, self.negative_days = [], [], 0
+        self.daily, self.daily_dates = [], []
         for index, one in enumerate([*series, *extra]):
             daily = daily_differences(one.values) if lost else one.values
             dates = one.dates[lost:]
-            self.negative_days += warn_negative_days(one.path, dates, one.columns, daily)
             self.daily.append(daily)
             self.daily_dates.append(dates)
             samples = forecast_samples(daily, window, horizon, index, self.split_starts(len(daily)))
@@ -189,12 +188,27 @@ class Covid19DataModule(TaskDataModule):
                 if name != "test" or index < len(series):
                     splits[name].append(tensors)
         self.series, self.extra, self.columns = series, extra, list(series[0].columns)
+        self.negative_days = self._warn_negative_days()
         self.train_set, self.val_set, self.test_set = (
             BatchIndexedTensors(*(torch.cat(parts) for parts in zip(*splits[name], strict=True)))
             if splits[name]
             else None
             for name in ("train", "val", "test")
         )
+
+    def _warn_negative_days(self) -> int:
+        """One warning per file naming the days (and series, for a file of several) whose daily value is negative."""
+        by_file: dict[Path, list[int]] = {}
+        everything = [*self.series, *self.extra]
+        for index, one in enumerate(everything):
+            by_file.setdefault(one.path, []).append(index)
+        total = 0
+        for path, indices in by_file.items():
+            several = len(indices) > 1
+            labels = [f"{everything[i].name} {day}" if several else day for i in indices for day in self.daily_dates[i]]
+            daily = torch.cat([self.daily[i] for i in indices])
+            total += warn_negative_days(path, labels, self.columns, daily)
+        return total
 
     def split_starts(self, days: int) -> tuple[int, int]:
         """First day index of the validation and of the test period in a series of ``days`` daily values."""

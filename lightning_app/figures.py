@@ -8,7 +8,7 @@ renders them with Agg.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -67,28 +67,29 @@ def forecast_figure(
     forecast_dates: Sequence[str],
     forecast: torch.Tensor,
     columns: Sequence[str],
-    lower: torch.Tensor | None = None,
-    upper: torch.Tensor | None = None,
-    interval: float = 0.8,
+    intervals: Mapping[float, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Figure:
-    """One panel per series: observed daily values ``float[T, C]``, the dashed ``float[D, C]`` forecast and,
-    given ``lower`` and ``upper`` (``float[D, C]``), its interval as a shaded band."""
+    """One panel per series: observed daily values ``float[T, C]``, the dashed ``float[D, C]`` forecast and, per
+    central interval in ``intervals`` (``{width in %: (lower float[D, C], upper float[D, C])}``), a shaded band
+    (wider bands lighter)."""
     figure = Figure(figsize=(9, 2.6 * len(columns)))
     axes = figure.subplots(len(columns), 1, sharex=True, squeeze=False)[:, 0]
     dates = [dt.date.fromisoformat(d) for d in history_dates]
     future = [dt.date.fromisoformat(d) for d in forecast_dates]
+    bands = sorted((intervals or {}).items())
     for i, (axis, name) in enumerate(zip(axes, columns, strict=True)):
         axis.plot(dates, history[:, i].tolist(), label="observed", color="tab:blue")
         bridge = [float(history[-1, i]), *forecast[:, i].tolist()]
-        axis.plot([dates[-1], *future], bridge, "--", label="forecast", color="tab:orange")
-        if lower is not None and upper is not None:
+        axis.plot([dates[-1], *future], bridge, "--", label="forecast (median)", color="tab:orange")
+        for rank, (width, (lower, upper)) in enumerate(bands):
             axis.fill_between(
                 future,
                 lower[:, i].tolist(),
                 upper[:, i].tolist(),
                 color="tab:orange",
-                alpha=0.25,
-                label=f"{interval:.0%} interval",
+                alpha=0.35 - 0.1 * rank,
+                linewidth=0,
+                label=f"{width:g}% interval",
             )
         axis.set_ylabel(f"{name}\nper day")
         axis.grid(alpha=0.3)

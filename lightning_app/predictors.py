@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from datamodules.base import CsvRow, csv_header, iter_csv_rows
+from datamodules.count_series import daily_differences
 from datamodules.covid import daily_from_state
 from datamodules.errors import DataError
 from datamodules.image_folder import read_image
+from datamodules.panels import read_panel
 from datamodules.text_files import decode_line, iter_raw_lines
 from datamodules.titanic import INPUT_COLUMNS, Passenger, parse_passenger
 from lightning_app.errors import UsageError
@@ -208,46 +210,83 @@ def predict_cifar2(module: TaskModule, request: PredictRequest) -> ImageFiles:
     return ImageFiles(files, int(module.preprocessing["image_size"]))
 
 
-def predict_covid19(module: Any, request: PredictRequest) -> Prediction:
-    """Forecast ``days`` days past the end of the stored series, with an interval per day; plot history and forecast.
+#: Central intervals ``predict --task covid19`` writes per column: ``<column>_low_<width>`` / ``_high_<width>``.
+FORECAST_INTERVALS = (50, 80, 95)
 
-    Per series ``<column>_new`` (the day's forecast), ``<column>_low`` / ``<column>_high`` (the interval,
-    ``module.hparams.interval`` coverage) and, for cumulative files, ``<column>_total`` (the running total).
-    """
-    if request.inputs or request.input_file:
-        raise UsageError("covid19 forecasts from the series stored in the checkpoint: pass --days N, no inputs")
-    days = request.days or 7
+
+def _series_to_forecast(module: Any, request: PredictRequest) -> list[tuple[str, list[str], torch.Tensor, Any]]:
+    """``(name, dates, daily float32[T, C], last cumulative row or None)`` of each series to forecast from: those of
+    ``--input-file`` / the positional path (a series file, a folder of series or a long file, read as the training
+    data was), else those stored in the checkpoint."""
     state = module.preprocessing
-    columns = state["columns"]
-    history_dates, history = daily_from_state(state)
-    forecast = module.forecast(days)
-    totals = torch.tensor(state["cumulative"][-1]) + forecast.point.cumsum(0) if "cumulative" in state else None
-    last_date = dt.date.fromisoformat(state["dates"][-1])
+    paths = ([request.input_file] if request.input_file else []) + [Path(p) for p in request.inputs]
+    if len(paths) > 1:
+        raise UsageError(f"give one series file or folder to forecast from, got {len(paths)}")
+    cumulative = state.get("counts", "cumulative") == "cumulative"
+    if paths:
+        series = read_panel(paths[0], state.get("counts", "cumulative"))
+        if series[0].columns != list(state["columns"]):
+            raise UsageError(f"{paths[0]}: columns {series[0].columns} differ from the model's {state['columns']}")
+        return [
+            (
+                one.name,
+                one.dates[1:] if cumulative else one.dates,
+                daily_differences(one.values) if cumulative else one.values,
+                one.values[-1] if cumulative else None,
+            )
+            for one in series
+        ]
+    stored = state.get("panel") or [state]
+    found = []
+    for one in stored:
+        dates, daily = daily_from_state(one)
+        last_total = torch.tensor(one["cumulative"][-1]) if "cumulative" in one else None
+        found.append((one.get("name", "series"), dates, daily, last_total))
+    return found
+
+
+def predict_covid19(module: Any, request: PredictRequest) -> Prediction:
+    """Forecast ``days`` days past the end of each series (stored in the checkpoint, or read from the input path)
+    with quantile intervals; plot the first series' history and forecast.
+
+    Per row ``series``, ``date`` and per count column ``<column>_new`` (the median forecast of the day),
+    ``<column>_low_<w>`` / ``<column>_high_<w>`` (the central ``w``% interval, ``w`` in 50, 80, 95) and, for
+    cumulative files, ``<column>_total`` (the running total of the medians).
+    """
+    days = request.days or 7
+    columns = list(module.preprocessing["columns"])
     records = []
-    for offset in range(days):
-        record: dict[str, Any] = {"date": (last_date + dt.timedelta(days=offset + 1)).isoformat()}
-        for i, name in enumerate(columns):
-            record[f"{name}_new"] = round(float(forecast.point[offset, i]), 1)
-            record[f"{name}_low"] = round(float(forecast.lower[offset, i]), 1)
-            record[f"{name}_high"] = round(float(forecast.upper[offset, i]), 1)
-            if totals is not None:
-                record[f"{name}_total"] = round(float(totals[offset, i]), 1)
-        records.append(record)
-    kinds = ("new", "low", "high", "total") if totals is not None else ("new", "low", "high")
-    all_columns = ["date", *(f"{c}_{kind}" for c in columns for kind in kinds)]
+    plotted = None
+    for name, dates, daily, last_total in _series_to_forecast(module, request):
+        forecast = module.forecast(days, daily)
+        totals = last_total + forecast.point.cumsum(0) if last_total is not None else None
+        bounds = {width: forecast.interval(width) for width in FORECAST_INTERVALS}
+        last_date = dt.date.fromisoformat(dates[-1])
+        for offset in range(days):
+            record: dict[str, Any] = {
+                "series": name,
+                "date": (last_date + dt.timedelta(days=offset + 1)).isoformat(),
+            }
+            for i, column in enumerate(columns):
+                record[f"{column}_new"] = round(float(forecast.point[offset, i]), 1)
+                for width, (lower, upper) in bounds.items():
+                    record[f"{column}_low_{width}"] = round(float(lower[offset, i]), 1)
+                    record[f"{column}_high_{width}"] = round(float(upper[offset, i]), 1)
+                if totals is not None:
+                    record[f"{column}_total"] = round(float(totals[offset, i]), 1)
+            records.append(record)
+        if plotted is None:
+            plotted = (dates, daily, [r["date"] for r in records], forecast, bounds)
+    kinds = ["new", *(f"{end}_{width}" for width in FORECAST_INTERVALS for end in ("low", "high"))]
+    if "total" in {key.rpartition("_")[2] for key in records[0]}:
+        kinds.append("total")
+    all_columns = ["series", "date", *(f"{c}_{kind}" for c in columns for kind in kinds)]
+    shown = ["series", "date", *(f"{c}_{kind}" for c in columns for kind in ("new", "low_80", "high_80"))]
     written = []
-    if request.plot_path is not None:
-        figure = forecast_figure(
-            history_dates,
-            history,
-            [r["date"] for r in records],
-            forecast.point,
-            columns,
-            lower=forecast.lower,
-            upper=forecast.upper,
-            interval=float(module.hparams.get("interval", 0.8)),
-        )
+    if request.plot_path is not None and plotted is not None:
+        dates, daily, forecast_dates, forecast, bounds = plotted
+        figure = forecast_figure(dates, daily, forecast_dates[:days], forecast.point, columns, intervals=bounds)
         request.plot_path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(request.plot_path, dpi=100)
         written.append(request.plot_path)
-    return Prediction(records, all_columns, all_columns, written)
+    return Prediction(records, shown, all_columns, written)

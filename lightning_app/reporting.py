@@ -51,9 +51,65 @@ def forecast_sections(metrics: Mapping[str, float], series_names: Sequence[str],
     return sections, shown
 
 
+#: Pooled probabilistic figures of the forecast report: ``(metric name, header)``; keys ``test/<name>[_h<N>]``.
+SCORE_COLUMNS = (
+    ("wis", "WIS"),
+    ("relative_wis", "relative WIS"),
+    ("mae_median", "median MAE"),
+    ("relative_mae", "relative MAE"),
+    ("coverage_50", "50% cover"),
+    ("coverage_80", "80% cover"),
+    ("coverage_95", "95% cover"),
+)
+#: Per-series figures: ``(figure, header)``; keys ``test/series/<name>/<figure>``.
+SERIES_COLUMNS = (
+    ("relative_wis", "relative WIS"),
+    ("relative_mae", "relative MAE"),
+    ("coverage_80", "80% cover"),
+    ("mase_h1", "one-day MASE"),
+)
+
+
+def probabilistic_sections(metrics: Mapping[str, float]) -> Sections:
+    """Tables of the hub-style scores :class:`~lightning_app.models.Covid19Module` logs for the test period: pooled
+    and per horizon (``test/<name>``, ``test/<name>_h<N>``), and per series (``test/series/<name>/<figure>``)."""
+    sections, shown = [], set()
+    horizons = sorted(
+        {int(key.rpartition("_h")[2]) for key in metrics if key.startswith("test/wis_h")},
+    )
+    rows = []
+    for label, suffix in [("all", ""), *((str(h), f"_h{h}") for h in horizons)]:
+        keys = [f"test/{name}{suffix}" for name, _ in SCORE_COLUMNS]
+        if all(key in metrics for key in keys):
+            rows.append([label, *(round(metrics[key], 4) for key in keys)])
+            shown.update(keys)
+    if rows:
+        sections.append(
+            format_table(["horizon (days)", *(title for _, title in SCORE_COLUMNS)], rows)
+            + "\n(relative = model / forecast hubs' baseline, geometric mean over series and columns; below 1 beats it)"
+        )
+    series = sorted({key.split("/")[2] for key in metrics if key.startswith("test/series/")})
+    rows = []
+    for name in series:
+        keys = [f"test/series/{name}/{figure}" for figure, _ in SERIES_COLUMNS]
+        if all(key in metrics for key in keys):
+            rows.append([name, *(round(metrics[key], 4) for key in keys)])
+            shown.update(keys)
+    if rows:
+        sections.append(format_table(["test series", *(title for _, title in SERIES_COLUMNS)], rows))
+    return sections, shown
+
+
+def covid_sections(model: Covid19Module, metrics: Mapping[str, float]) -> Sections:
+    """:func:`probabilistic_sections` then :func:`forecast_sections`."""
+    first, first_shown = probabilistic_sections(metrics)
+    second, second_shown = forecast_sections(metrics, model.series_names, ROLLOUT_DAYS)
+    return first + second, first_shown | second_shown
+
+
 #: The extra report of each kind of module (the first entry the module is an instance of); other modules have none.
 SECTION_REPORTS: list[tuple[type[TaskModule], Callable[[TaskModule, Mapping[str, float]], Sections]]] = [
-    (Covid19Module, lambda model, metrics: forecast_sections(metrics, model.series_names, ROLLOUT_DAYS)),
+    (Covid19Module, covid_sections),
 ]
 
 

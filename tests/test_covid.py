@@ -9,8 +9,14 @@ import torch
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError
 from datamodules.count_series import COUNT_COLUMNS, daily_differences, make_windows, read_counts
+from datamodules.covid import forecast_samples
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models import Covid19Module
+from lightning_app.models.covid import LEVELS, level_index
+from lightning_app.registry import CHINA_ONLY
+
+#: The previous default: persistence on log counts plus learned corrections, all starting at zero.
+LOG_TREND = {"net": "log_trend", "hidden_size": 16}
 
 
 def test_reads_the_bundled_file():
@@ -29,16 +35,30 @@ def test_differences_and_windows():
 
 
 def test_splits_are_in_time_order():
-    dm = Covid19DataModule()
+    dm = Covid19DataModule(**CHINA_ONLY)
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (24, 7, 7)
     diffs = daily_differences(dm.cumulative)
-    # The test targets are the last seven days; validation the seven before them.
-    assert torch.equal(dm.test_set.tensors[1], diffs[-7:])
-    assert torch.equal(dm.val_set.tensors[1], diffs[-14:-7])
-    assert torch.equal(dm.train_set.tensors[1][-1], diffs[-15])
-    window, target = next(iter(dm.train_dataloader()))
-    assert window.shape[1:] == (8, 3) and target.shape[1:] == (3,)
+    # The next-day targets of the test windows are the last seven days; validation the seven before them.
+    assert torch.equal(dm.test_set.tensors[1][:, 0], diffs[-7:])
+    assert torch.equal(dm.val_set.tensors[1][:, 0], diffs[-14:-7])
+    assert torch.equal(dm.train_set.tensors[1][-1, 0], diffs[-15])
+    # Later days of a sample stop at the end of its split: no split sees the next one.
+    assert torch.equal(dm.test_set.tensors[1][0], diffs[-7:])
+    assert dm.val_set.tensors[1][-1, 1:].isnan().all() and not dm.val_set.tensors[1][0].isnan().any()
+    assert dm.train_set.tensors[1][-1, 1:].isnan().all()
+    window, target, series, baseline = next(iter(dm.train_dataloader()))
+    assert window.shape[1:] == (8, 3) and target.shape[1:] == (7, 3) and baseline.shape[1:] == (7, 3, len(LEVELS))
+    assert (series == 0).all()
+
+
+def test_the_default_trains_on_the_bundled_panel_and_tests_on_china_only():
+    dm = Covid19DataModule()
+    dm.setup("fit")
+    assert dm.series_names[0] == "covid19" and len(dm.series_names) == 35
+    assert len(dm.test_set) == 7 and (dm.test_set.tensors[2] == 0).all()
+    assert set(dm.train_set.tensors[2].tolist()) == set(range(35))
+    assert dm.preprocessing_state()["series_names"] == ["covid19"]
 
 
 def test_mspe_matches_the_tutorial_formula():
@@ -52,9 +72,9 @@ def test_mspe_matches_the_tutorial_formula():
 
 
 def test_forecast_rolls_forward_from_the_stored_history():
-    dm = Covid19DataModule()
+    dm = Covid19DataModule(**CHINA_ONLY)
     dm.setup("fit")
-    module = Covid19Module(preprocessing=dm.preprocessing_state())
+    module = Covid19Module(**LOG_TREND, preprocessing=dm.preprocessing_state())
     forecast = module.forecast(days=5).point
     assert forecast.shape == (5, 3)
     # Untrained, the default net is exactly persistence: every day repeats the last known day.
@@ -63,6 +83,7 @@ def test_forecast_rolls_forward_from_the_stored_history():
     # Feeding each forecast back in: the second day is the model applied to a window ending in day one.
     torch.manual_seed(0)
     tutorial = Covid19Module(net="tutorial", preprocessing=dm.preprocessing_state()).eval()
+    tutorial.hparams.horizon = 2  # one quantile_forecast call, then a second one from the first's medians
     history = daily_differences(dm.cumulative)[-8:]
     rolled = tutorial.forecast(days=2).point
     with torch.no_grad():
@@ -100,14 +121,14 @@ def test_mase_and_the_baselines_on_a_hand_computed_series():
 
 
 def test_the_module_logs_per_series_scores_named_by_column():
-    dm = Covid19DataModule()
+    dm = Covid19DataModule(**CHINA_ONLY)
     dm.setup("fit")
-    module = Covid19Module(**dm.model_kwargs(), preprocessing=dm.preprocessing_state())
+    module = Covid19Module(**dm.model_kwargs(), **LOG_TREND, preprocessing=dm.preprocessing_state())
     preds, target, baseline, trend = _step_outputs(module, dm.val_set.tensors)
     module.val_paired_metrics.update(preds, target, baseline=baseline, trend=trend)
     module.val_metrics.update(preds, target)
     module.val_loss.update(torch.tensor(0.0))
-    module.val_baseline_metrics.update(dm.val_set.tensors[0][:, -1], dm.val_set.tensors[1])
+    module.val_baseline_metrics.update(dm.val_set.tensors[0][:, -1], dm.val_set.tensors[1][:, 0])
     values = module.compute_epoch_metrics("val")
     for column in COUNT_COLUMNS:
         # Untrained, the model is persistence: MASE 1 on every series.
@@ -118,29 +139,33 @@ def test_the_module_logs_per_series_scores_named_by_column():
 
 
 def _step_outputs(module, tensors):
-    window, target = tensors
-    out = module.shared_step((window, target))
+    out = module.shared_step(tensors)
     return out["preds"], out["target"], out["baseline"], out["trend"]
 
 
 # ----------------------------------------------------------------------------- synthetic series
-def _train_net(series: torch.Tensor, steps: int = 300, seed: int = 0) -> tuple[Covid19Module, tuple]:
-    """Fit the default net on all but the last 7 windows of ``series`` (daily, float32[T, C]) with its own loss."""
+def _train_net(series: torch.Tensor, steps: int = 40, seed: int = 0, **settings) -> tuple[Covid19Module, tuple]:
+    """Fit a net (the default unless ``settings`` say otherwise) on ``series`` (daily, float32[T, C]) with its own
+    loss; the samples whose first forecast day is among the last 7 days are held out. 40 full-batch steps are what
+    ``fit``'s 40 default epochs give a series this short (one batch an epoch): on a single 60-day random walk the
+    default's MLP overfits with several times more (one-day MASE 1.33 after 100 steps, 2.05 after 300)."""
     torch.manual_seed(seed)
-    inputs, targets = make_windows(series, 8)
-    module = Covid19Module(num_series=series.shape[1], preprocessing={"window": 8})
+    days = len(series)
+    samples = forecast_samples(series, 14, 7, 0, (days - 7, days))
+    module = Covid19Module(num_series=series.shape[1], preprocessing={"window": 14}, **settings)
     optimizer = module.configure_optimizers()
     for _ in range(steps):
         optimizer.zero_grad()
-        module.shared_step((inputs[:-7], targets[:-7]))["loss"].backward()
+        module.shared_step(samples["train"])["loss"].backward()
         optimizer.step()
-    return module, (inputs[-7:], targets[-7:])
+    return module, samples["val"]
 
 
 def _mase(module, held_out) -> float:
-    inputs, targets = held_out
+    """One-day MASE of the median forecast on the held-out samples."""
+    inputs, targets = held_out[0], held_out[1][:, 0]
     with torch.no_grad():
-        preds = module(inputs)
+        preds = module.quantile_forecast(inputs)[:, 0, :, level_index(0.5)]
     return ((preds - targets).abs().mean() / (inputs[:, -1] - targets).abs().mean()).item()
 
 
@@ -148,6 +173,8 @@ def test_the_default_net_beats_persistence_on_steady_exponential_growth():
     days = torch.arange(60, dtype=torch.float32)
     series = (20 * torch.exp(0.08 * days)).round().unsqueeze(-1)  # +8% a day: persistence lags every day
     module, held_out = _train_net(series)
+    assert _mase(module, held_out) < 0.5
+    module, held_out = _train_net(series, **LOG_TREND)
     assert _mase(module, held_out) < 0.5
 
 
@@ -186,17 +213,17 @@ def test_columns_come_from_the_header_comma_or_tab(tmp_path):
     folder = write_series(tmp_path / "a", ["cases"], growth_rows(40, 1), delimiter=",")
     dm = Covid19DataModule(data_dir=folder)
     dm.setup("fit")
-    assert dm.columns == ["cases"] and dm.model_kwargs() == {"num_series": 1}
-    assert dm.train_set.tensors[0].shape[1:] == (8, 1)
+    assert dm.columns == ["cases"] and dm.model_kwargs() == {"num_series": 1, "horizon": 7}
+    assert dm.train_set.tensors[0].shape[1:] == (14, 1) and dm.series_names == ["a"] and dm.extra == []
     assert dm.preprocessing_state()["columns"] == ["cases"]
 
 
 def test_daily_counts_are_taken_as_they_are(tmp_path):
     rows = [[float(i), float(2 * i)] for i in range(30)]
-    dm = Covid19DataModule(data_dir=write_series(tmp_path, ["a", "b"], rows), counts="daily")
+    dm = Covid19DataModule(data_dir=write_series(tmp_path, ["a", "b"], rows), counts="daily", window=8)
     dm.setup("fit")
-    assert torch.equal(dm.daily, torch.tensor(rows))
-    assert dm.test_set.tensors[1][-1].tolist() == [29.0, 58.0]
+    assert torch.equal(dm.daily[0], torch.tensor(rows))
+    assert dm.test_set.tensors[1][-1, 0].tolist() == [29.0, 58.0]
     assert len(dm.train_set) == 30 - 8 - 14
 
 
@@ -220,20 +247,24 @@ def test_a_file_too_short_for_window_validation_and_test_names_the_counts(tmp_pa
     with pytest.raises(
         DataError, match=r"covid-19\.csv: 22 days give 13 windows of 8 days: too few .*needs at least 24 days"
     ):
-        Covid19DataModule(data_dir=folder).setup("fit")
+        Covid19DataModule(data_dir=folder, window=8).setup("fit")
 
 
-def test_forecast_intervals_hold_the_point_and_widen(tmp_path):
-    dm = Covid19DataModule()
+def test_point_net_intervals_hold_the_point_and_widen(tmp_path):
+    dm = Covid19DataModule(**CHINA_ONLY)
     dm.setup("fit")
-    module = Covid19Module(preprocessing=dm.preprocessing_state())
-    module.residual_quantiles.copy_(torch.tensor([[-0.2, -0.1, 0.0], [0.3, 0.1, 0.0]]))
+    module = Covid19Module(**LOG_TREND, preprocessing=dm.preprocessing_state())
+    spread = torch.linspace(-0.3, 0.3, len(LEVELS))
+    module.residual_quantiles.copy_(torch.stack([spread, spread / 3, torch.zeros_like(spread)], dim=1))
     forecast = module.forecast(4)
     assert (forecast.lower <= forecast.point).all() and (forecast.point <= forecast.upper).all()
+    assert (forecast.quantiles.diff(dim=-1) >= 0).all()
     width = forecast.upper - forecast.lower
     assert (width[1:, :2] > width[:-1, :2]).all() and (width[:, 2] == 0).all()
-    expected = torch.expm1(torch.log1p(forecast.point[1, 0]) + 0.3 * math.sqrt(2))
+    expected = torch.expm1(torch.log1p(forecast.point[1, 0]) + spread[level_index(0.9)] * math.sqrt(2))
     assert forecast.upper[1, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+    low_95, high_95 = forecast.interval(95)
+    assert (low_95 <= forecast.lower).all() and (forecast.upper <= high_95).all()
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
@@ -260,17 +291,25 @@ def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, n
     assert {"test/mae", "test/persistence_mae", "test/rollout_mae", "test/persistence_rollout_mae"} <= set(
         result.metrics
     )
+    scores = ("wis", "relative_wis", "relative_mae", "coverage_50", "coverage_80", "coverage_95")
+    assert {f"test/{name}{suffix}" for name in scores for suffix in ("", "_h1", "_h7")} <= set(result.metrics)
+    assert {"test/series/data/relative_wis", "val/relative_wis", "val/coverage_80_h3"} <= set(result.metrics)
     summary = format_summary(result)
     assert "test series" in summary and "7-day roll-out" in summary and f"{columns[-1]} " in summary
+    assert "relative WIS" in summary and "80% cover" in summary
 
     module = load_checkpoint(result.best_model_path).module
     assert module.hparams.num_series == num_series and module.series_names == columns
-    assert (module.residual_quantiles[0] <= 0).all() and (module.residual_quantiles[1] >= 0).all()
+    kinds = ("new", "low_50", "high_50", "low_80", "high_80", "low_95", "high_95", "total")
     ckpt = ["--task", "covid19", "--ckpt", result.best_model_path]
     assert predict_cli.main([*ckpt, "--days", "4", "--format", "csv"]) == 0
     header, *rows = capsys.readouterr().out.strip().splitlines()
-    assert header.split(",") == ["date", *(f"{c}_{k}" for c in columns for k in ("new", "low", "high", "total"))]
-    assert len(rows) == 4 and rows[0].startswith("2020-04-15,")
+    assert header.split(",") == ["series", "date", *(f"{c}_{k}" for c in columns for k in kinds)]
+    assert len(rows) == 4 and rows[0].startswith("data,2020-04-15,")
+    values = [float(v) for v in rows[3].split(",")[2:]]
+    for first in range(0, len(values), len(kinds)):
+        new, low50, high50, low80, high80, low95, high95 = values[first : first + 7]
+        assert 0 <= low95 <= low80 <= low50 <= new <= high50 <= high80 <= high95
     assert (
         export_cli.main(
             ["--ckpt", result.best_model_path, "--format", "torchscript", "--output-dir", str(tmp_path / "x")]
@@ -278,7 +317,7 @@ def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, n
         == 0
     )
     scripted = torch.jit.load(str(tmp_path / "x" / "model.pt"))
-    window = torch.rand(2, 8, num_series) * 100
+    window = torch.rand(2, 14, num_series) * 100
     assert torch.allclose(scripted(window), module.predict_step((window,), 0), atol=1e-4)
 
 
@@ -293,6 +332,6 @@ def test_fit_passes_no_seed_and_older_checkpoints_with_one_still_load(tiny_fit, 
     checkpoint["datamodule_hyper_parameters"]["seed"] = 42
     older = tmp_path / "older.ckpt"
     torch.save(checkpoint, older)
-    assert load_checkpoint(older, "covid19").datamodule().hparams.window == 8
+    assert load_checkpoint(older, "covid19").datamodule().hparams.window == 14
     assert test_cli.main(["--task", "covid19", "--ckpt", str(older), "--format", "json"]) == 0
     assert "test/mae" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -126,8 +127,10 @@ class QuantileCovidNet(nn.Module):
     Each column's window is read on the ``log1p`` scale relative to its level (the mean of its last
     ``level_days`` days), so series of any size share the same inputs; a one-hot code of the column
     (confirmed, cured, dead behave differently) joins them. The MLP gives, for every horizon, the median
-    and positive gaps to the neighbouring levels (softplus, summed outwards), so the quantiles never
-    cross; the counts are ``expm1`` of ``level + quantile`` clamped at 0, so they are never negative.
+    as a change from the last day and positive gaps to the neighbouring levels (softplus, summed outwards),
+    so the quantiles never cross; the counts are ``expm1`` of ``log1p(last day) + quantile`` clamped at 0, so
+    they are never negative. The output layer starts at zero (gaps at ``initial_gap``): untrained, the median
+    is the persistence forecast, and training moves away from it only where the loss says so.
     ``float32[B, window, C]`` daily counts -> ``float32[B, horizon, C, L]`` count quantiles at ``levels``
     (sorted, with 0.5 in the middle).
     """
@@ -140,6 +143,7 @@ class QuantileCovidNet(nn.Module):
         levels: Sequence[float] = (0.1, 0.5, 0.9),
         hidden_size: int = 64,
         level_days: int = 7,
+        initial_gap: float = 0.05,
     ) -> None:
         super().__init__()
         if len(levels) % 2 != 1 or abs(levels[len(levels) // 2] - 0.5) > 1e-6:
@@ -154,6 +158,12 @@ class QuantileCovidNet(nn.Module):
             nn.GELU(),
             nn.Linear(hidden_size, horizon * self.num_levels),
         )
+        output = self.mlp[-1]
+        nn.init.zeros_(output.weight)
+        gaps = torch.full((horizon, self.num_levels), math.log(math.expm1(initial_gap)))  # softplus^-1
+        gaps[:, self.num_levels // 2] = 0.0
+        with torch.no_grad():
+            output.bias.copy_(gaps.flatten())
 
     def forward_log(self, window: torch.Tensor) -> torch.Tensor:
         """The quantiles on the ``log1p`` scale, ``float32[B, horizon, C, L]``."""
@@ -166,7 +176,7 @@ class QuantileCovidNet(nn.Module):
         median = out[..., middle : middle + 1]
         above = torch.cumsum(nn.functional.softplus(out[..., middle + 1 :]), dim=-1)
         below = torch.cumsum(nn.functional.softplus(out[..., :middle].flip(-1)), dim=-1).flip(-1)
-        quantiles = torch.cat([median - below, median, median + above], dim=-1) + level.unsqueeze(-1)
+        quantiles = torch.cat([median - below, median, median + above], dim=-1) + logs[..., -1:].unsqueeze(-1)
         return quantiles.permute(0, 2, 1, 3)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
