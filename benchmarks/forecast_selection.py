@@ -34,6 +34,7 @@ import torch
 from benchmarks.sections import FORECAST_SELECTION
 from datamodules import Covid19DataModule
 from lightning_app.metrics import MeanAbsoluteScaledError
+from lightning_app.registry import CHINA_ONLY
 from lightning_app.nets import log1p_counts
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -97,14 +98,17 @@ class Period:
 def periods(datamodule: Covid19DataModule) -> tuple[list[Period], Period]:
     """The selection periods (validation, twice as long, every day before test) and the test period."""
     datamodule.setup()
-    before = [torch.cat(parts) for parts in zip(datamodule.train_set.tensors, datamodule.val_set.tensors, strict=True)]
+    # The windows and their next days (a sample's first target day; the later ones are for multi-day forecasts).
+    train, val = datamodule.train_set.tensors, datamodule.val_set.tensors
+    before = [torch.cat([train[0], val[0]]), torch.cat([train[1][:, 0], val[1][:, 0]])]
     val_days = len(datamodule.val_set)
     selection = [
         Period(f"{val_days} validation days", before[0][-val_days:], before[1][-val_days:]),
         Period(f"{2 * val_days} days before test", before[0][-2 * val_days :], before[1][-2 * val_days :]),
         Period(f"every day before test ({len(before[0])})", before[0], before[1]),
     ]
-    return selection, Period("test", *datamodule.test_set.tensors)
+    test = datamodule.test_set.tensors
+    return selection, Period("test", test[0], test[1][:, 0])
 
 
 def choose(options: Sequence[Forecaster], period: Period) -> tuple[Forecaster, torch.Tensor]:
@@ -159,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="a COVID-19-style file's folder (default: the bundled data)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    datamodule = Covid19DataModule(data_dir=args.data_dir)
+    datamodule = Covid19DataModule(data_dir=args.data_dir, **CHINA_ONLY)
     rows = table(datamodule)
     source = f"Data: {args.data_dir}" if args.data_dir else "The bundled file (China, 2020-01-24 .. 2020-03-10)"
     text = section(rows, datamodule.columns, source)

@@ -18,6 +18,7 @@ import torch
 from datamodules.base import PACKAGED_DATA_DIR, TaskDataModule
 from datamodules.batches import BatchIndexedTensors
 from datamodules.count_series import (
+    QUANTILE_LEVELS,
     Counts,
     daily_differences,
     hub_baseline_quantiles,
@@ -27,7 +28,7 @@ from datamodules.errors import DataError
 from datamodules.panels import Series, read_panel
 
 #: The bundled panel of 34 national 2020 series (Johns Hopkins CSSE, CC BY 4.0): one long file, a ``series`` column.
-BUNDLED_PANEL = PACKAGED_DATA_DIR / "covid19" / "countries.csv"
+BUNDLED_PANEL = PACKAGED_DATA_DIR / "covid19-countries" / "countries.csv"
 
 
 class Covid19DataModule(TaskDataModule):
@@ -82,11 +83,11 @@ class Covid19DataModule(TaskDataModule):
     ) -> None:
         if counts not in ("cumulative", "daily"):
             raise ValueError(f"counts must be 'cumulative' or 'daily', got {counts!r}")
-        for name, value, low in (("window", window, 2), ("horizon", horizon, 1), ("test_days", test_days, 0)):
+        for name, value, low in (("window", window, 1), ("horizon", horizon, 1), ("test_days", test_days, 0)):
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
-        if val_days < 1:
-            raise ValueError(f"val_days must be at least 1, got {val_days}")
+        if val_days < 0:
+            raise ValueError(f"val_days must be at least 0, got {val_days}")
         super().__init__(data_dir)
         self.save_hyperparameters(ignore=["data_dir"], logger=False)
         #: Series given in memory instead of read from ``data_dir`` (see :meth:`from_series`).
@@ -133,7 +134,11 @@ class Covid19DataModule(TaskDataModule):
         itself (a series file, a folder of series, or a long file)."""
         if (self.data_dir / self.file_name).is_file():
             return self.data_dir / self.file_name
-        if self.data_dir.exists():
+        if (
+            self.data_dir.is_file()
+            or any(self.data_dir.glob("*.csv"))
+            or any(self.data_dir.glob(f"*/{self.file_name}"))
+        ):
             return self.data_dir
         return self.require_file(self.file_name)  # the error naming what was expected
 
@@ -189,10 +194,9 @@ class Covid19DataModule(TaskDataModule):
                     splits[name].append(tensors)
         self.series, self.extra, self.columns = series, extra, list(series[0].columns)
         self.negative_days = self._warn_negative_days()
+        empty = _no_samples(window, horizon, len(self.columns))
         self.train_set, self.val_set, self.test_set = (
-            BatchIndexedTensors(*(torch.cat(parts) for parts in zip(*splits[name], strict=True)))
-            if splits[name]
-            else None
+            BatchIndexedTensors(*(torch.cat(parts) for parts in zip(empty, *splits[name], strict=True)))
             for name in ("train", "val", "test")
         )
 
@@ -228,7 +232,7 @@ class Covid19DataModule(TaskDataModule):
     def model_kwargs(self) -> dict[str, Any]:
         if not self.columns:
             raise RuntimeError("call setup() before model_kwargs()")
-        return {"num_series": len(self.columns), "horizon": self.hparams.horizon}
+        return {"num_series": len(self.columns), "horizon": self.hparams.horizon, "window": self.hparams.window}
 
     def preprocessing_state(self) -> dict[str, Any]:
         """The scored series (tens of days each: small), so a reloaded model can forecast from their ends and plot
@@ -254,6 +258,17 @@ def _stored_series(series: Series, counts: Counts) -> dict[str, Any]:
     return {"name": series.name, "dates": list(series.dates), key: series.values.tolist()}
 
 
+def _no_samples(window: int, horizon: int, columns: int) -> tuple[torch.Tensor, ...]:
+    """The tensors of a split without samples (``test_days=0``), shaped as :func:`forecast_samples` gives them."""
+    levels = len(QUANTILE_LEVELS)
+    return (
+        torch.zeros(0, window, columns),
+        torch.zeros(0, horizon, columns),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, horizon, columns, levels),
+    )
+
+
 def forecast_samples(
     daily: torch.Tensor, window: int, horizon: int, series_index: int, split_starts: tuple[int, int]
 ) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -273,7 +288,10 @@ def forecast_samples(
     targets[offsets >= ends.unsqueeze(1)] = float("nan")
     windows = torch.stack([daily[t - window + 1 : t + 1] for t in origins.tolist()])
     steps = list(range(1, horizon + 1))
-    baseline = torch.stack([hub_baseline_quantiles(daily[: t + 1].clamp_min(0), steps) for t in origins.tolist()])
+    # One day of history has no change to spread: the baseline is then that day held flat, without an interval.
+    histories = [daily[: t + 1] for t in origins.tolist()]
+    histories = [history.repeat(2, 1) if len(history) < 2 else history for history in histories]
+    baseline = torch.stack([hub_baseline_quantiles(history.clamp_min(0), steps) for history in histories])
     index = torch.full((len(origins),), series_index, dtype=torch.int64)
     result = {}
     for code, name in enumerate(("train", "val", "test")):

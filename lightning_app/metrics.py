@@ -146,12 +146,13 @@ class ForecastScores(Metric):
 
     @staticmethod
     def _relative(model: torch.Tensor, baseline: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
-        """Geometric mean over series x columns of mean model score / mean baseline score (NaN entries skipped)."""
+        """Geometric mean over series x columns of the model's mean score / the baseline's, each mean over the
+        series' scored origins and horizons (``float[N, H, C]`` scores, NaN: not scored)."""
         model_means, baseline_means = [], []
         for index in series.unique():
             rows = series == index
-            model_means.append(model[rows].nanmean(0))
-            baseline_means.append(baseline[rows].nanmean(0))
+            model_means.append(model[rows].nanmean((0, 1)))
+            baseline_means.append(baseline[rows].nanmean((0, 1)))
         model_means, baseline_means = torch.stack(model_means), torch.stack(baseline_means)
         scored = ~(model_means.isnan() | baseline_means.isnan())
         return relative_score(model_means[scored], baseline_means[scored])
@@ -165,9 +166,9 @@ class ForecastScores(Metric):
             wis, baseline_wis = state["wis"][:, cut], state["baseline_wis"][:, cut]
             errors, baseline_errors = state["abs_error"][:, cut], state["baseline_abs_error"][:, cut]
             values[f"wis{suffix}"] = wis.nanmean()
-            values[f"relative_wis{suffix}"] = self._relative(wis.nanmean(1), baseline_wis.nanmean(1), series)
+            values[f"relative_wis{suffix}"] = self._relative(wis, baseline_wis, series)
             values[f"mae{suffix}"] = errors.nanmean()
-            values[f"relative_mae{suffix}"] = self._relative(errors.nanmean(1), baseline_errors.nanmean(1), series)
+            values[f"relative_mae{suffix}"] = self._relative(errors, baseline_errors, series)
             inside = state["inside"][:, cut]
             for index, width in enumerate(CENTRAL_INTERVALS):
                 values[f"coverage_{width}{suffix}"] = inside[..., index].nanmean()
@@ -184,10 +185,8 @@ class ForecastScores(Metric):
             ids = torch.zeros(int(rows.sum()), dtype=torch.long)
             h1 = pick["abs_error"][:, 0].nanmean(0), pick["baseline_abs_error"][:, 0].nanmean(0)
             result[index] = {
-                "relative_wis": float(self._relative(pick["wis"].nanmean(1), pick["baseline_wis"].nanmean(1), ids)),
-                "relative_mae": float(
-                    self._relative(pick["abs_error"].nanmean(1), pick["baseline_abs_error"].nanmean(1), ids)
-                ),
+                "relative_wis": float(self._relative(pick["wis"], pick["baseline_wis"], ids)),
+                "relative_mae": float(self._relative(pick["abs_error"], pick["baseline_abs_error"], ids)),
                 "coverage_80": float(pick["inside"][..., CENTRAL_INTERVALS.index(80)].nanmean()),
                 "mase_h1": float((h1[0] / h1[1]).nanmean()),
             }

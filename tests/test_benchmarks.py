@@ -109,7 +109,7 @@ def test_forecast_selection_follows_a_steady_trend_and_gives_ties_to_persistence
 
     growing = [[round(10 * 1.1**day), round(5 * 1.05**day)] for day in range(30)]
     rows = forecast_selection.table(
-        Covid19DataModule(data_dir=_daily_series_file(tmp_path / "g", growing), counts="daily")
+        Covid19DataModule(data_dir=_daily_series_file(tmp_path / "g", growing), counts="daily", window=8)
     )
     trend_rows = [row for row in rows if row[0] == "trend"]
     assert [row[1] for row in trend_rows] == [
@@ -120,7 +120,7 @@ def test_forecast_selection_follows_a_steady_trend_and_gives_ties_to_persistence
 
     flat = [[100, 7]] * 30
     rows = forecast_selection.table(
-        Covid19DataModule(data_dir=_daily_series_file(tmp_path / "f", flat), counts="daily")
+        Covid19DataModule(data_dir=_daily_series_file(tmp_path / "f", flat), counts="daily", window=8)
     )
     assert {row[2] for row in rows if row[0] != "smoothed trend"} == {"k 3, phi 0"}
     assert {row[4] for row in rows} == {"1.000 / 1.000"} and {row[5] for row in rows} == {"no"}

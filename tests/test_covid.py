@@ -213,7 +213,7 @@ def test_columns_come_from_the_header_comma_or_tab(tmp_path):
     folder = write_series(tmp_path / "a", ["cases"], growth_rows(40, 1), delimiter=",")
     dm = Covid19DataModule(data_dir=folder)
     dm.setup("fit")
-    assert dm.columns == ["cases"] and dm.model_kwargs() == {"num_series": 1, "horizon": 7}
+    assert dm.columns == ["cases"] and dm.model_kwargs() == {"num_series": 1, "horizon": 7, "window": 14}
     assert dm.train_set.tensors[0].shape[1:] == (14, 1) and dm.series_names == ["a"] and dm.extra == []
     assert dm.preprocessing_state()["columns"] == ["cases"]
 
@@ -293,7 +293,7 @@ def test_any_number_of_series_through_fit_predict_and_export(tmp_path, capsys, n
     )
     scores = ("wis", "relative_wis", "relative_mae", "coverage_50", "coverage_80", "coverage_95")
     assert {f"test/{name}{suffix}" for name in scores for suffix in ("", "_h1", "_h7")} <= set(result.metrics)
-    assert {"test/series/data/relative_wis", "val/relative_wis", "val/coverage_80_h3"} <= set(result.metrics)
+    assert "test/series/data/relative_wis" in result.metrics
     summary = format_summary(result)
     assert "test series" in summary and "7-day roll-out" in summary and f"{columns[-1]} " in summary
     assert "relative WIS" in summary and "80% cover" in summary

@@ -329,7 +329,7 @@ def test_titanic_single_row_train_file(titanic_dir):
 def test_covid_file_shorter_than_a_window(covid_dir):
     # was: ValueError("a series of 0 days is too short for a 1-day window") from make_windows
     keep_rows(covid_dir / "covid-19.csv", 8)
-    with pytest.raises(DataError, match=r"covid-19\.csv: 8 days give 0 windows of 8 days"):
+    with pytest.raises(DataError, match=r"covid-19\.csv: 8 days give 0 windows of 14 days"):
         Covid19DataModule(data_dir=covid_dir).setup("fit")
     keep_rows(covid_dir / "covid-19.csv", 1)
     with pytest.raises(DataError, match=r"covid-19\.csv: 1 days give 0 windows of 1 days"):

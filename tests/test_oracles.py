@@ -145,7 +145,7 @@ def windows_of(series: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_forecast_interval_is_the_validation_residual_quantiles_and_covers_80_percent() -> None:
-    """The default forecaster (persistence on log counts until trained) on a level series with known noise.
+    """A point forecaster (log_trend: persistence on log counts until trained) on a level series with known noise.
 
     Its one-day residual log1p(y_t) - log1p(y_{t-1}) is N(0, 2 sd^2), so the 80% interval is +-1.2816 sqrt(2) sd.
     Tolerance of the coverage: 1500 held-out days give a binomial standard error sqrt(0.8 * 0.2 / 1500) = 0.010,
@@ -154,17 +154,24 @@ def test_forecast_interval_is_the_validation_residual_quantiles_and_covers_80_pe
     """
     import pytorch_lightning as pl
 
-    module = Covid19Module(num_series=2, preprocessing={"window": WINDOW, "columns": ["a", "b"]})
+    from datamodules.covid import forecast_samples
+    from lightning_app.models.covid import level_index
+
+    module = Covid19Module(
+        num_series=2, horizon=1, net="log_trend", preprocessing={"window": WINDOW, "columns": ["a", "b"]}
+    )
     validation = synthetic_log_series(1500 + WINDOW, seed=1)
     windows, targets = windows_of(validation)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(windows, targets), batch_size=256)
+    samples = forecast_samples(validation, WINDOW, 1, 0, (0, len(validation)))["val"]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*samples), batch_size=256)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.validate(module, dataloaders=loader, verbose=False)
 
     with torch.no_grad():
         residuals = torch.log1p(targets.double()) - torch.log1p(module(windows).double())
     expected = torch.quantile(residuals, torch.tensor([0.1, 0.9], dtype=torch.float64), dim=0)
-    assert torch.allclose(module.residual_quantiles.double(), expected, atol=1e-5)
+    kept = module.residual_quantiles[[level_index(0.1), level_index(0.9)]].double()
+    assert torch.allclose(kept, expected, atol=1e-5)
     theory = 1.2816 * math.sqrt(2) * torch.tensor(NOISE_SD, dtype=torch.float64)
     assert torch.allclose(expected[1], theory, rtol=0.1) and torch.allclose(-expected[0], theory, rtol=0.1)
 

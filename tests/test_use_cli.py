@@ -98,14 +98,19 @@ def test_predict_covid_forecasts_and_plots(trained, capsys, tmp_path):
     module = load_checkpoint(trained["covid19"].best_model_path).module
     forecast = module.forecast(3)
     assert [r["dead_num_new"] for r in records] == pytest.approx(forecast.point[:, 2].tolist(), abs=0.05)
-    assert [r["dead_num_low"] for r in records] == pytest.approx(forecast.lower[:, 2].tolist(), abs=0.05)
-    assert [r["dead_num_high"] for r in records] == pytest.approx(forecast.upper[:, 2].tolist(), abs=0.05)
-    assert all(r["cured_num_low"] <= r["cured_num_new"] <= r["cured_num_high"] for r in records)
+    assert [r["dead_num_low_80"] for r in records] == pytest.approx(forecast.lower[:, 2].tolist(), abs=0.05)
+    assert [r["dead_num_high_80"] for r in records] == pytest.approx(forecast.upper[:, 2].tolist(), abs=0.05)
+    low_95, high_95 = forecast.interval(95)
+    assert [r["dead_num_low_95"] for r in records] == pytest.approx(low_95[:, 2].tolist(), abs=0.05)
+    assert [r["dead_num_high_95"] for r in records] == pytest.approx(high_95[:, 2].tolist(), abs=0.05)
+    for r in records:
+        assert r["cured_num_low_95"] <= r["cured_num_low_50"] <= r["cured_num_new"] <= r["cured_num_high_50"]
+        assert r["cured_num_high_50"] <= r["cured_num_high_95"] and r["series"] == "covid19"
     assert records[0]["confirmed_num_total"] == pytest.approx(80754.0 + float(forecast.point[0, 0]), abs=0.05)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {plot}" in err[-1]
 
     code, _, err = run(predict_cli.main, [*argv[:4], "some-input"], capsys)
-    assert code == 2 and "pass --days N, no inputs" in err[0]
+    assert code != 0 and len(err) == 1 and "some-input: file or folder not found" in err[0]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")

@@ -26,6 +26,7 @@ from lightning_app.nets import (
     damped_log_trend,
     log1p_counts,
 )
+from lightning_app.nets.sequence import MAX_LOG_COUNT
 from lightning_app.optim import OptimizerSpec, check_choice
 
 CovidNet = Literal["quantile_mlp", "log_trend", "residual_lstm", "tutorial"]
@@ -112,8 +113,7 @@ class Covid19Module(TaskModule):
       the test period when the DataModule is a :class:`RolloutSource` (``test/rollout_mae``).
 
     The console report is :func:`lightning_app.reporting.forecast_sections`. Built with no arguments it is the
-    registry's default model. Checkpoints are selected on ``val/relative_wis`` for ``"quantile_mlp"`` and on
-    ``val/mase`` (the one-step point forecast) for the other nets.
+    registry's default model. Checkpoints are selected on ``val/relative_wis``.
 
     Quantiles: ``"quantile_mlp"`` forecasts them directly (trained with the pinball loss on ``log1p`` counts, every
     horizon and level). The point nets forecast one day; they are rolled out ``horizon`` days (feeding forecasts
@@ -124,6 +124,8 @@ class Covid19Module(TaskModule):
     Args:
         num_series: count columns per day (from ``Covid19DataModule.model_kwargs()``).
         horizon: days forecast (from ``Covid19DataModule.model_kwargs()``).
+        window: days of history per forecast (from ``Covid19DataModule.model_kwargs()``; checkpoints from before it
+            was a hyperparameter keep theirs in the preprocessing state).
         net: ``"quantile_mlp"`` (:class:`~lightning_app.nets.QuantileCovidNet`, the default: one MLP across series,
             windows scaled by their level on the ``log1p`` scale, all horizons and quantiles at once),
             ``"log_trend"`` (:class:`~lightning_app.nets.LogTrendCovidNet`: persistence on log counts plus learned
@@ -144,9 +146,9 @@ class Covid19Module(TaskModule):
         interval: coverage of :class:`Forecast`'s ``lower`` / ``upper`` (0.8: the 10th to the 90th percentile).
     """
 
-    monitor = "val/mase"
+    monitor = "val/relative_wis"
     monitor_mode = "min"
-    sizes_from_data = ("num_series", "horizon")
+    sizes_from_data = ("num_series", "horizon", "window")
     baseline_name = "persistence"
     #: Checkpoints from before ``optimizer`` existed trained both nets with Adagrad on MSPE.
     legacy_settings = (("optimizer", {"*": {"optimizer": "adagrad", "loss": "mspe"}}),)
@@ -155,6 +157,7 @@ class Covid19Module(TaskModule):
         self,
         num_series: int = 3,
         horizon: int = 7,
+        window: int = 14,
         net: CovidNet | nn.Module = "quantile_mlp",
         lr: float = 0.003,
         loss: CovidLoss | None = None,
@@ -188,7 +191,7 @@ class Covid19Module(TaskModule):
         super().__init__(metrics, preprocessing, paired_metrics=paired)
         self.save_hyperparameters(ignore=["net", "preprocessing"], logger=False)
         self.hparams["loss"] = loss
-        window = int(self.preprocessing.get("window", 8))
+        window = int(self.preprocessing.get("window", window))
         self.example_input_array = torch.zeros(1, window, num_series)
         self.net = self.build_net(
             net,
@@ -200,8 +203,6 @@ class Covid19Module(TaskModule):
             },
         )
         self.direct_quantiles = isinstance(self.net, QuantileCovidNet)
-        if self.direct_quantiles:
-            self.monitor = "val/relative_wis"
         self.val_forecast_scores = ForecastScores(LEVELS)
         self.test_forecast_scores = ForecastScores(LEVELS)
         #: Quantiles at :data:`LEVELS` of the last validation epoch's one-day log1p residuals, ``float32[L, C]``.
@@ -225,7 +226,7 @@ class Covid19Module(TaskModule):
         if self.direct_quantiles:
             log_quantiles = self.net.forward_log(window)
             loss = masked_log_pinball_loss(log_quantiles, target)
-            preds = torch.expm1(log_quantiles[:, 0, :, level_index(0.5)].clamp_min(0))
+            preds = torch.expm1(log_quantiles[:, 0, :, level_index(0.5)].clamp(0, MAX_LOG_COUNT))
         else:
             preds = self(window)
             loss = self.point_loss(preds, next_day, window[:, -1, :])
@@ -380,6 +381,9 @@ class Covid19Module(TaskModule):
     # -- checkpoints ----------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        if "window" not in (checkpoint.get("hyper_parameters") or {}):  # its window is in its preprocessing state
+            window = int(self.preprocessing.get("window", self.example_input_array.shape[1]))
+            self.example_input_array = torch.zeros(1, window, self.hparams.num_series)
         state = checkpoint.get("state_dict", {})
         saved = state.get("residual_quantiles")
         if saved is None or saved.shape != self.residual_quantiles.shape:

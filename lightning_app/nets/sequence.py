@@ -118,7 +118,11 @@ class LogTrendCovidNet(nn.Module):
         return out
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(self.forward_log(window).clamp_min(0))
+        return torch.expm1(self.forward_log(window).clamp(0, MAX_LOG_COUNT))
+
+
+#: ``log1p`` of the largest count a forecast gives (1e12, as the data readers accept): no overflow to infinity.
+MAX_LOG_COUNT = math.log1p(1e12)
 
 
 class QuantileCovidNet(nn.Module):
@@ -180,4 +184,4 @@ class QuantileCovidNet(nn.Module):
         return quantiles.permute(0, 2, 1, 3)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(self.forward_log(window).clamp_min(0))
+        return torch.expm1(self.forward_log(window).clamp(0, MAX_LOG_COUNT))
