@@ -132,8 +132,8 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             name="covid19",
-            description="COVID-19 daily counts in China forecast 1-7 days ahead with quantiles, or any daily count series "
-            "or panel of series via --data-dir (time series)",
+            description="COVID-19 daily counts in China forecast 1-7 days ahead with quantiles, or any daily count "
+            "series or panel of series via --data-dir (time series)",
             datamodule=Covid19DataModule,
             module=Covid19Module,
             predictor=predict_covid19,
