@@ -33,6 +33,7 @@ import math
 import sys
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -102,10 +103,12 @@ Forecaster = Callable[[torch.Tensor], torch.Tensor]
 @dataclass
 class FitRecord:
     """One training run of a backtest: which series its DataModule held (name -> the last date of its daily
-    values there), which it scored, and how long ``trainer.fit`` took."""
+    values there), which it scored, and how long ``trainer.fit`` took. ``fold`` is the rows' ``fold`` value
+    (``"rolling"`` or the fold number), ``name`` the run's (its log folder under ``--log-dir``)."""
 
     evaluation: str
     fold: str
+    name: str
     trained_on: dict[str, str]
     scored: list[str]
     seconds: float
@@ -356,10 +359,12 @@ def datamodule_for(settings: Settings, series: list[Series], test_days: int) -> 
     return Covid19DataModule.from_series(series, **kwargs)
 
 
-def _record(evaluation: str, fold: str, datamodule: Covid19DataModule, scored: list[str], seconds: float) -> FitRecord:
+def _record(
+    evaluation: str, fold: str, name: str, datamodule: Covid19DataModule, scored: list[str], seconds: float
+) -> FitRecord:
     names = datamodule.series_names
-    trained_on = {name: dates[-1] for name, dates in zip(names, datamodule.daily_dates, strict=True)}
-    return FitRecord(evaluation, fold, trained_on, scored, seconds)
+    trained_on = {one: dates[-1] for one, dates in zip(names, datamodule.daily_dates, strict=True)}
+    return FitRecord(evaluation, fold, name, trained_on, scored, seconds)
 
 
 def run_backtest(
@@ -387,11 +392,13 @@ def run_backtest(
     total = (settings.origins + settings.folds) if trains else 0
     bar = tqdm(total=total, desc="backtest fits", unit="fit", disable=not settings.progress or not trains)
 
-    def fitted(evaluation: str, fold: str, datamodule: Covid19DataModule, scored: list[str]) -> Forecaster | None:
+    def fitted(
+        evaluation: str, fold: str, name: str, datamodule: Covid19DataModule, scored: list[str]
+    ) -> Forecaster | None:
         if not trains:
             return None
-        module, seconds = train_module(config, datamodule, settings.log_dir, f"{evaluation}-{fold}")
-        record = _record(evaluation, fold, datamodule, scored, seconds)
+        module, seconds = train_module(config, datamodule, settings.log_dir, name)
+        record = _record(evaluation, fold, name, datamodule, scored, seconds)
         result.fits.append(record)
         if on_fit is not None:
             on_fit(record)
@@ -403,7 +410,7 @@ def run_backtest(
     try:
         for k in range(1, settings.origins + 1):
             cut = [truncated(one, len(one.dates) - WEEK * (k - 1)) for one in series]
-            forecaster = fitted(ROLLING, f"{ROLLING}-k{k}", datamodule_for(settings, cut, WEEK), names)
+            forecaster = fitted(ROLLING, ROLLING, f"rolling-origin{k}", datamodule_for(settings, cut, WEEK), names)
             for one in series:
                 dates, values = daily[one.name]
                 origin = len(values) - WEEK * k - 1
@@ -413,7 +420,8 @@ def run_backtest(
             train = [
                 truncated(one, len(one.dates) - WEEK * settings.origins) for one in series if one.name not in scored
             ]
-            forecaster = fitted(LEAVE_SERIES_OUT, str(number), datamodule_for(settings, train, 0), scored)
+            datamodule = datamodule_for(settings, train, 0)
+            forecaster = fitted(LEAVE_SERIES_OUT, str(number), f"leave-series-out-fold{number}", datamodule, scored)
             for one in held_out:
                 dates, values = daily[one.name]
                 for k in range(1, settings.origins + 1):
@@ -531,7 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(args)
     series = load_series(args.data_dir, settings.config.datamodule_kwargs.get("counts", "cumulative"))
     _quiet_lightning()
-    result = run_backtest(series, settings)
+    with warnings.catch_warnings():
+        # Every fit sets its series up again: say each negative-day correction once, not once per fit.
+        warnings.filterwarnings("once", message=r".*daily value\(s\) below zero")
+        result = run_backtest(series, settings)
     if args.output:
         write_rows(args.output, result.rows)
     print(format_report(result, settings, len(series)))

@@ -89,6 +89,7 @@ def test_csv_rows_and_pooled_figures_recomputed_from_them(trained, tmp_path: Pat
 def test_leave_series_out_never_trains_on_a_scored_series(trained) -> None:
     result, seen = trained
     assert seen == result.fits
+    assert [fit.fold for fit in seen] == [ROLLING, "0", "1"]
     assert [fit.evaluation for fit in seen] == [ROLLING, LEAVE_SERIES_OUT, LEAVE_SERIES_OUT]
     names = {f"s{index}" for index in range(SERIES)}
     held_out = [fit for fit in seen if fit.evaluation == LEAVE_SERIES_OUT]
@@ -108,8 +109,12 @@ def test_leave_series_out_never_trains_on_a_scored_series(trained) -> None:
 
 def test_cli_prints_the_figures_of_its_csv(panel_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     output = tmp_path / "rows.csv"
-    assert run_cli(main, [*QUICK, "--data-dir", str(panel_dir), "--output", str(output)]) == 0
+    logs = tmp_path / "logs"
+    assert run_cli(main, [*QUICK, "--data-dir", str(panel_dir), "--output", str(output), "--log-dir", str(logs)]) == 0
     printed = capsys.readouterr().out
+    runs = ["leave-series-out-fold0", "leave-series-out-fold1", "rolling-origin1"]
+    assert sorted(path.name for path in (logs / "covid19").iterdir()) == runs
+    assert all((logs / "covid19" / run / "metrics.csv").is_file() for run in runs)
     figures = pooled_figures(read_rows(output)[1])
     line = next(line for line in printed.splitlines() if line.startswith("relative_wis "))
     values = [float(value) for value in line.split()[1:]]
