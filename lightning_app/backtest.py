@@ -14,6 +14,10 @@ evaluations, each training its own models:
   calendar days nothing of the scored weeks of the same length is seen), and the fold's series are forecast at the
   same ``N`` origins from the window before each origin only.
 
+Every variant trains on the backtest's panel with its own data settings (window, batch size, counts), a 7-day
+horizon and a validation week; a variant's ``extra_series`` does not apply (the tutorial's "China only" included):
+the series scored are the series trained on.
+
 ``--model baseline`` scores the hubs' baseline itself (last value flat, quantiles from the series' symmetrised
 past one-day changes widened by sqrt(h); its relative WIS is 1 by definition): useful for its coverage.
 
