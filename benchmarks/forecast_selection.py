@@ -34,8 +34,8 @@ import torch
 from benchmarks.sections import FORECAST_SELECTION
 from datamodules import Covid19DataModule
 from lightning_app.metrics import MeanAbsoluteScaledError
-from lightning_app.registry import CHINA_ONLY
 from lightning_app.nets import log1p_counts
+from lightning_app.registry import CHINA_ONLY
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 DAYS_IN_WINDOW = (3, 4, 5, 6, 7, 8)

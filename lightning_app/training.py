@@ -84,6 +84,13 @@ def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, Task
         **optional_flags,
         **config.datamodule_kwargs,
     )
+    return datamodule, build_module(config, datamodule)
+
+
+def build_module(config: FitConfig, datamodule: TaskDataModule) -> TaskModule:
+    """Set up ``datamodule`` (any DataModule of ``config.task``, e.g. one built from series in memory) and build the
+    task's LightningModule with the sizes and state it gives."""
+    task, _, config = resolve_config(config)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = task.module(
@@ -94,7 +101,7 @@ def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, Task
     )
     if config.compile:
         module.net.compile()
-    return datamodule, module
+    return module
 
 
 def training_steps_per_epoch(config: FitConfig, datamodule: TaskDataModule) -> int:

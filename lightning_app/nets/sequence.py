@@ -173,9 +173,8 @@ class QuantileCovidNet(nn.Module):
         """The quantiles on the ``log1p`` scale, ``float32[B, horizon, C, L]``."""
         logs = log1p_counts(window).transpose(1, 2)  # [B, C, W]
         level = logs[..., -self.level_days :].mean(-1, keepdim=True)  # [B, C, 1]
-        codes = self.column_codes.expand(len(window), -1, -1)
-        out = self.mlp(torch.cat([logs - level, codes], dim=-1))
-        out = out.view(len(window), self.num_series, self.horizon, self.num_levels)
+        codes = self.column_codes.expand(logs.shape[0], -1, -1)  # shape[0], not len(): exports keep the batch free
+        out = self.mlp(torch.cat([logs - level, codes], dim=-1)).unflatten(-1, (self.horizon, self.num_levels))
         middle = self.num_levels // 2
         median = out[..., middle : middle + 1]
         above = torch.cumsum(nn.functional.softplus(out[..., middle + 1 :]), dim=-1)
