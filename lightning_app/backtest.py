@@ -9,10 +9,11 @@ evaluations, each training its own models:
   ``k``-th last week (``T - 7 (k - 1)`` days kept), with that last week as the DataModule's test week (never
   trained on) and the week before it as validation (checkpoint selection);
 * **leave-series-out** (``fold = 0 .. K-1``): the series are dealt into ``--folds K`` folds (a seeded
-  permutation); for each fold one model is trained on the other series, each cut before its ``N`` scored weeks
-  (its last ``7 N`` days dropped; the rule is by position in each series, so where series cover the same
-  calendar days nothing of the scored weeks of the same length is seen), and the fold's series are forecast at the
-  same ``N`` origins from the window before each origin only.
+  permutation); for each fold one model is trained on the whole of the other series (their last week as
+  validation) and the fold's series, never seen in training, are forecast at the same ``N`` origins from the
+  window before each origin only. This measures what a user gets on a new series from a model trained on a panel;
+  where other series cover the same calendar days they may carry information about them (national 2020 series
+  share their seasons), which the rolling-origin evaluation excludes.
 
 Every variant trains on the backtest's panel with its own data settings (window, batch size, counts), a 7-day
 horizon and a validation week; a variant's ``extra_series`` does not apply (the tutorial's "China only" included):
@@ -421,9 +422,7 @@ def run_backtest(
                 result.rows += score_origin(one.name, columns, dates, values, origin, ROLLING, forecaster, window)
         for number, held_out in enumerate(folds):
             scored = [one.name for one in held_out]
-            train = [
-                truncated(one, len(one.dates) - WEEK * settings.origins) for one in series if one.name not in scored
-            ]
+            train = [one for one in series if one.name not in scored]
             datamodule = datamodule_for(settings, train, 0)
             forecaster = fitted(LEAVE_SERIES_OUT, str(number), f"leave-series-out-fold{number}", datamodule, scored)
             for one in held_out:

@@ -118,7 +118,7 @@ class LogTrendCovidNet(nn.Module):
         return out
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(self.forward_log(window).clamp(0, MAX_LOG_COUNT))
+        return torch.expm1(self.forward_log(window).clamp_min(0))
 
 
 #: ``log1p`` of the largest count a forecast gives (1e12, as the data readers accept): no overflow to infinity.
@@ -183,4 +183,4 @@ class QuantileCovidNet(nn.Module):
         return quantiles.permute(0, 2, 1, 3)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(self.forward_log(window).clamp(0, MAX_LOG_COUNT))
+        return torch.expm1(self.forward_log(window).clamp_min(0.0).clamp_max(MAX_LOG_COUNT))
