@@ -143,6 +143,7 @@ class Covid19Module(TaskModule):
         num_layers: LSTM layers (``"residual_lstm"``, ``"tutorial"``: the tutorial's 5).
         hidden_size: width of ``"quantile_mlp"``, of ``"residual_lstm"``'s LSTM, of ``"log_trend"``'s heads.
         heads: MLP correction heads averaged on top of ``"log_trend"``'s coefficients (0: none).
+        members: MLPs of ``"quantile_mlp"`` trained side by side and averaged (an ensemble).
         interval: coverage of :class:`Forecast`'s ``lower`` / ``upper`` (0.8: the 10th to the 90th percentile).
     """
 
@@ -166,6 +167,7 @@ class Covid19Module(TaskModule):
         num_layers: int = 1,
         hidden_size: int = 64,
         heads: int = 0,
+        members: int = 5,
         interval: float = 0.8,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
@@ -196,7 +198,9 @@ class Covid19Module(TaskModule):
         self.net = self.build_net(
             net,
             {
-                "quantile_mlp": lambda: QuantileCovidNet(num_series, window, horizon, LEVELS, hidden_size=hidden_size),
+                "quantile_mlp": lambda: QuantileCovidNet(
+                    num_series, window, horizon, LEVELS, hidden_size=hidden_size, members=members
+                ),
                 "log_trend": lambda: LogTrendCovidNet(num_series, window, heads=heads, hidden_size=hidden_size),
                 "residual_lstm": lambda: ResidualCovidNet(num_series, hidden_size=hidden_size, num_layers=num_layers),
                 "tutorial": lambda: TutorialCovidNet(num_series=num_series, num_layers=num_layers),

@@ -134,7 +134,9 @@ class QuantileCovidNet(nn.Module):
     as a change from the last day and positive gaps to the neighbouring levels (softplus, summed outwards),
     so the quantiles never cross; the counts are ``expm1`` of ``log1p(last day) + quantile`` clamped at 0, so
     they are never negative. The output layer starts at zero (gaps at ``initial_gap``): untrained, the median
-    is the persistence forecast, and training moves away from it only where the loss says so.
+    is the persistence forecast, and training moves away from it only where the loss says so. With
+    ``members > 1`` that many MLPs, initialised apart, are averaged on the ``log1p`` scale (an ensemble; the
+    mean of ordered quantiles is ordered).
     ``float32[B, window, C]`` daily counts -> ``float32[B, horizon, C, L]`` count quantiles at ``levels``
     (sorted, with 0.5 in the middle).
     """
@@ -148,6 +150,7 @@ class QuantileCovidNet(nn.Module):
         hidden_size: int = 64,
         level_days: int = 7,
         initial_gap: float = 0.05,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if len(levels) % 2 != 1 or abs(levels[len(levels) // 2] - 0.5) > 1e-6:
@@ -155,32 +158,39 @@ class QuantileCovidNet(nn.Module):
         self.num_series, self.horizon, self.num_levels = num_series, horizon, len(levels)
         self.level_days = min(level_days, window)
         self.register_buffer("column_codes", torch.eye(num_series), persistent=False)
-        self.mlp = nn.Sequential(
-            nn.Linear(window + num_series, hidden_size),
-            nn.GELU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.GELU(),
-            nn.Linear(hidden_size, horizon * self.num_levels),
-        )
-        output = self.mlp[-1]
-        nn.init.zeros_(output.weight)
         gaps = torch.full((horizon, self.num_levels), math.log(math.expm1(initial_gap)))  # softplus^-1
         gaps[:, self.num_levels // 2] = 0.0
-        with torch.no_grad():
-            output.bias.copy_(gaps.flatten())
+        self.members = nn.ModuleList()
+        for _ in range(members):
+            mlp = nn.Sequential(
+                nn.Linear(window + num_series, hidden_size),
+                nn.GELU(),
+                nn.Linear(hidden_size, hidden_size),
+                nn.GELU(),
+                nn.Linear(hidden_size, horizon * self.num_levels),
+            )
+            nn.init.zeros_(mlp[-1].weight)
+            with torch.no_grad():
+                mlp[-1].bias.copy_(gaps.flatten())
+            self.members.append(mlp)
 
     def forward_log(self, window: torch.Tensor) -> torch.Tensor:
         """The quantiles on the ``log1p`` scale, ``float32[B, horizon, C, L]``."""
         logs = log1p_counts(window).transpose(1, 2)  # [B, C, W]
         level = logs[..., -self.level_days :].mean(-1, keepdim=True)  # [B, C, 1]
         codes = self.column_codes.expand(logs.shape[0], -1, -1)  # shape[0], not len(): exports keep the batch free
-        out = self.mlp(torch.cat([logs - level, codes], dim=-1)).unflatten(-1, (self.horizon, self.num_levels))
+        inputs = torch.cat([logs - level, codes], dim=-1)
+        quantiles = torch.stack([self._member_quantiles(mlp(inputs)) for mlp in self.members]).mean(0)
+        return (quantiles + logs[..., -1:].unsqueeze(-1)).permute(0, 2, 1, 3)
+
+    def _member_quantiles(self, out: torch.Tensor) -> torch.Tensor:
+        """One member's raw outputs ``[B, C, horizon * L]`` -> ordered log-quantile offsets ``[B, C, horizon, L]``."""
+        out = out.unflatten(-1, (self.horizon, self.num_levels))
         middle = self.num_levels // 2
         median = out[..., middle : middle + 1]
         above = torch.cumsum(nn.functional.softplus(out[..., middle + 1 :]), dim=-1)
         below = torch.cumsum(nn.functional.softplus(out[..., :middle].flip(-1)), dim=-1).flip(-1)
-        quantiles = torch.cat([median - below, median, median + above], dim=-1) + logs[..., -1:].unsqueeze(-1)
-        return quantiles.permute(0, 2, 1, 3)
+        return torch.cat([median - below, median, median + above], dim=-1)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         return torch.expm1(self.forward_log(window).clamp_min(0.0).clamp_max(MAX_LOG_COUNT))
