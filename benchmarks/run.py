@@ -47,24 +47,31 @@ OVERHEAD_BATCH_LIMIT = 60
 
 @dataclass(frozen=True)
 class Target:
-    """A test metric the default model must reach: ``metric >= value`` (or ``<=`` a reference metric)."""
+    """A test metric the default model must reach: ``metric >= threshold``, ``metric < below`` or ``metric <`` a
+    reference metric."""
 
     metric: str
     threshold: float | None = None
     lower_than: str | None = None
+    below: float | None = None
 
     def reached(self, metrics: dict[str, float]) -> bool:
         if self.lower_than is not None:
             return metrics[self.metric] < metrics[self.lower_than]
+        if self.below is not None:
+            return metrics[self.metric] < self.below
         return metrics[self.metric] >= self.threshold
 
     def describe(self) -> str:
-        return f"{self.metric} < {self.lower_than}" if self.lower_than else f"{self.metric} >= {self.threshold}"
+        if self.lower_than is not None:
+            return f"{self.metric} < {self.lower_than}"
+        return f"{self.metric} < {self.below:g}" if self.below is not None else f"{self.metric} >= {self.threshold}"
 
 
 TARGETS: dict[str, Target] = {
     "titanic": Target("test/acc", threshold=0.82),
-    "covid19": Target("test/mae", lower_than="test/persistence_mae"),
+    # Beats the forecast hubs' baseline over the 7-day horizons on China's test week.
+    "covid19": Target("test/relative_wis", below=1.0),
     "cifar2": Target("test/acc", threshold=0.98),
     "imdb": Target("test/acc", threshold=0.91),
 }

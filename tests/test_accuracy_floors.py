@@ -17,11 +17,14 @@ from lightning_app.training import FitConfig, FitResult, fit
 
 pytestmark = pytest.mark.slow
 
-#: Test MASE (model MAE / persistence MAE on the same days) per series, each at most this. The default measures
-#: 1.0129 / 0.9843 / 1.0091 (confirmed / cured / dead) on every seed (it starts at zero and trains on one full
-#: batch); the tutorial's LSTM has a series at 1.23 or worse on each of seeds 0-4, the previous pooled check
-#: (overall MAE below persistence) passed it on 3 of 5.
-COVID_SERIES_MASE_CEILING = 1.05
+#: China's test week, 1-7 days ahead (``test/series/covid19/...``): the MAE of the median relative to persistence
+#: at most this. The default measures 0.869 / 0.836 / 0.930 (seeds 0-2), the previous default (``log_trend``)
+#: 1.012, the tutorial's LSTM 1.04 / 1.26 (seeds 0-1; see RESULTS.md for seeds 2-4).
+COVID_RELATIVE_MAE_CEILING = 0.97
+#: ... and its WIS relative to the forecast hubs' baseline at most this: the default 0.634 / 0.620 / 0.646. (The
+#: point-forecast variants score 0.52-0.57 here on their residual intervals, but 9.6-890 on the 35-series
+#: backtest; one week of one series does not rank interval forecasts, see RESULTS.md.)
+COVID_RELATIVE_WIS_CEILING = 0.8
 #: cifar2 test AUROC: a seed-0 default checkpoint at exactly the accuracy floor (0.984, epoch 14 of 25) measured
 #: 0.9985 (benchmarks/RESULTS.md); 0.996 leaves 0.0025 for seeds and platforms (the AUROC's sampling error on
 #: 1000 + 1000 test images is about 0.001 there) and fails a ranking clearly worse than a model at the accuracy floor.
@@ -42,11 +45,12 @@ def fit_default(task: str, tmp_path: Path, seed: int = 0, model: str | None = No
     )
 
 
-def series_mase(metrics: dict[str, float]) -> dict[str, float]:
-    """``test/mase_<series>`` of every series (not the mean ``test/mase``)."""
-    scores = {key: value for key, value in metrics.items() if key.startswith("test/mase_")}
-    assert set(scores) == {"test/mase_confirmed_num", "test/mase_cured_num", "test/mase_dead_num"}, sorted(metrics)
-    return scores
+def china_week(metrics: dict[str, float]) -> dict[str, float]:
+    """China's test-week figures: ``relative_wis``, ``relative_mae``, ``coverage_80``, ``mase_h1``."""
+    prefix = "test/series/covid19/"
+    found = {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
+    assert {"relative_wis", "relative_mae"} <= set(found), sorted(metrics)
+    return found
 
 
 def test_titanic_default_averages_at_least_0_815_over_three_seeds(tmp_path: Path) -> None:
@@ -55,16 +59,17 @@ def test_titanic_default_averages_at_least_0_815_over_three_seeds(tmp_path: Path
     assert statistics.mean(accuracies) >= 0.815, accuracies
 
 
-def test_covid19_default_keeps_every_series_near_persistence(tmp_path: Path) -> None:
-    scores = series_mase(fit_default("covid19", tmp_path).metrics)
-    assert max(scores.values()) <= COVID_SERIES_MASE_CEILING, scores
+def test_covid19_default_beats_persistence_and_the_hub_baseline_on_chinas_week(tmp_path: Path) -> None:
+    scores = china_week(fit_default("covid19", tmp_path).metrics)
+    assert scores["relative_mae"] <= COVID_RELATIVE_MAE_CEILING, scores
+    assert scores["relative_wis"] <= COVID_RELATIVE_WIS_CEILING, scores
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_covid19_tutorial_recipe_does_not_pass_the_default_floor(tmp_path: Path, seed: int) -> None:
     """The floor tells the default from the recipe it replaced (seconds per seed)."""
-    scores = series_mase(fit_default("covid19", tmp_path, seed, model="tutorial").metrics)
-    assert max(scores.values()) > COVID_SERIES_MASE_CEILING, scores
+    scores = china_week(fit_default("covid19", tmp_path, seed, model="tutorial").metrics)
+    assert scores["relative_mae"] > COVID_RELATIVE_MAE_CEILING, scores
 
 
 def test_imdb_default_reaches_0_91(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def test_harness_writes_a_results_table_and_keeps_the_peers_section(tmp_path):
         "| titanic | test/acc >= 0.82 |",
     ):
         assert row in text
-    assert "| covid19 | test/mae < test/persistence_mae |" in text
+    assert "| covid19 | test/relative_wis < 1 |" in text
     assert "start to summary" in text and "| titanic | " in text.split("start to summary")[1]
     assert "| titanic | default | this project | test/acc | 0.8100 (0.8000-0.8200) | 1.1 (1.0-1.2) | 3 |" in text
     (row,) = [line for line in text.splitlines() if line.startswith("| titanic | test/acc >= ")]
