@@ -15,6 +15,7 @@ A CSV without Titanic's columns is encoded by :mod:`datamodules.tabular` (``feat
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -322,7 +323,18 @@ class TitanicDataModule(TaskDataModule):
         titanic_columns = [column for column in INPUT_COLUMNS if column in header and column not in ids]
         is_titanic = len(titanic_columns) == len(INPUT_COLUMNS) and self.hparams.target_column == LABEL_COLUMN
         if choice == "auto":
+            if not is_titanic and self.hparams.target_column == LABEL_COLUMN and len(titanic_columns) >= 3:
+                missing = [column for column in INPUT_COLUMNS if column not in titanic_columns]
+                warnings.warn(
+                    f"{train_path}: not all of Titanic's columns (missing or dropped: {missing}), so it is encoded "
+                    "as any table, without the Titanic features (title, family size)",
+                    UserWarning,
+                    stacklevel=2,
+                )
             return "extended" if is_titanic else "generic"
+        # The Titanic encodings of a file that lacks one of Titanic's columns: read_passengers names it.
+        if choice != "generic" and self.hparams.target_column == LABEL_COLUMN and not set(ids) & set(INPUT_COLUMNS):
+            return choice
         if choice != "generic" and not is_titanic:
             missing = [column for column in INPUT_COLUMNS if column not in titanic_columns]
             problem = (

@@ -196,3 +196,15 @@ def test_the_bundled_titanic_data_keeps_its_encoding():
     assert dm.preprocessing_state().keys() == {"feature_set", "stats"}
     assert dm.preprocessing_state()["feature_set"] == "extended"
     assert dm.model_kwargs() == {"num_features": 21, "num_classes": 2}
+
+
+def test_a_titanic_file_missing_a_column_warns_or_names_it(titanic_dir: Path):
+    train = titanic_dir / "train.csv"
+    train.write_text(train.read_text().replace("Name,Sex,", "Name,Gender,", 1))
+    warning = r"not all of Titanic's columns \(missing or dropped: \['Sex'\]\)"
+    error = r"test\.csv:1: missing column\(s\) \['Gender'\]"
+    with pytest.warns(UserWarning, match=warning), pytest.raises(DataError, match=error):
+        TitanicDataModule(data_dir=titanic_dir).setup("fit")
+    for feature_set in ("extended", "tutorial"):  # the Titanic encodings asked for: train.csv's missing column
+        with pytest.raises(DataError, match=r"train\.csv:1: missing column\(s\) \['Sex'\]"):
+            TitanicDataModule(data_dir=titanic_dir, feature_set=feature_set).setup("fit")
