@@ -208,3 +208,26 @@ def test_a_titanic_file_missing_a_column_warns_or_names_it(titanic_dir: Path):
     for feature_set in ("extended", "tutorial"):  # the Titanic encodings asked for: train.csv's missing column
         with pytest.raises(DataError, match=r"train\.csv:1: missing column\(s\) \['Sex'\]"):
             TitanicDataModule(data_dir=titanic_dir, feature_set=feature_set).setup("fit")
+
+
+#: Sums (plain and absolute) of each split's features and of its labels, bundled data, seed 7, as computed before
+#: any table could be read: the Titanic encodings must not move.
+BUNDLED_SUMS = {
+    "extended": [(2650.0, 4830.9007, 243), (416.2423, 853.8112, 36), (758.5706, 1441.8813, 63)],
+    "tutorial": [(37830.7163, 37830.7163, 243), (5925.5408, 5925.5408, 36), (10485.8623, 10485.8623, 63)],
+}
+
+
+@pytest.mark.parametrize(
+    ("feature_set", "encoding"), [("auto", "extended"), ("extended", "extended"), ("tutorial", "tutorial")]
+)
+def test_the_bundled_data_keeps_its_features(feature_set, encoding):
+    dm = TitanicDataModule(feature_set=feature_set, seed=7)
+    dm.setup("fit")
+    assert dm.preprocessing_state()["feature_set"] == encoding
+    splits = (dm.train_set, dm.val_set, dm.test_set)
+    for split, (total, absolute, positives) in zip(splits, BUNDLED_SUMS[encoding], strict=True):
+        features, labels = split.tensors
+        assert float(features.double().sum()) == pytest.approx(total, abs=2e-3)
+        assert float(features.double().abs().sum()) == pytest.approx(absolute, abs=2e-3)
+        assert int(labels.sum()) == positives
