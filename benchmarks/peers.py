@@ -142,10 +142,13 @@ def _choose_c(fit_and_score: Callable[[float], float], grid: Sequence[float]) ->
     return max(grid, key=lambda c: scores[c])
 
 
-def _logistic(c: float):
+def _logistic(c: float, classes: int = 2):
+    """liblinear's logistic regression; one model per class against the rest for several classes."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
 
-    return LogisticRegression(C=c, solver="liblinear", max_iter=1000)
+    model = LogisticRegression(C=c, solver="liblinear", max_iter=1000)
+    return model if classes <= 2 else OneVsRestClassifier(model)
 
 
 @dataclass
@@ -161,15 +164,17 @@ def tfidf_logistic(
     fit_texts: Sequence[str], fit_labels, val_texts: Sequence[str], val_labels, test_texts: Sequence[str], test_labels
 ) -> PeerScore:
     """TF-IDF uni+bigrams + logistic regression, C chosen on validation (one-vs-rest for several classes)."""
+    import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     started = time.perf_counter()
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     features = vectorizer.fit_transform(fit_texts)
     val_features = vectorizer.transform(val_texts)
+    classes = len(set(np.asarray(fit_labels).tolist()))
     grid = (1, 4, 16, 64)
-    c = _choose_c(lambda c: _logistic(c).fit(features, fit_labels).score(val_features, val_labels), grid)
-    model = _logistic(c).fit(features, fit_labels)
+    c = _choose_c(lambda c: _logistic(c, classes).fit(features, fit_labels).score(val_features, val_labels), grid)
+    model = _logistic(c, classes).fit(features, fit_labels)
     seconds = time.perf_counter() - started
     return PeerScore(model.score(vectorizer.transform(test_texts), test_labels), seconds, f"C={c}")
 

@@ -285,3 +285,16 @@ def test_list_names_every_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert fetch_module.main(["--list", "--cache-dir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert all(dataset.name in printed for dataset in DATASETS)
+
+
+def test_table_encoder_uses_the_fitted_rows_only():
+    from benchmarks.external.run import TableEncoder
+
+    fit = [["1.0", "red"], ["", "blue"], ["3.0", "red"]]
+    encoder = TableEncoder(["size", "colour"], fit)
+    assert encoder.numeric == [True, False] and encoder.categories[1] == ["blue", "red"]
+    trees = encoder.for_trees([["2", "green"], ["", "blue"]])
+    assert np.isnan(trees[1, 0]) and trees[0].tolist() == [2.0, 0.0, 0.0]  # an unseen category: no column set
+    linear = encoder.for_linear([["", "red"]])
+    # missing -> the median 2.0 of the fitted rows, standardised with their mean 2.0: 0; then the missing flag
+    assert linear.tolist() == [[0.0, 1.0, 0.0, 1.0]]
