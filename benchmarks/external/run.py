@@ -205,6 +205,12 @@ def dataset_table(cache_dir: Path) -> list[str]:
     return lines
 
 
+def _sklearn_version() -> str:
+    import sklearn
+
+    return sklearn.__version__
+
+
 def section(rows: Sequence[Row], cache_dir: Path, seed: int, threads: int | None = None) -> str:
     lines = [
         EXTERNAL.start,
@@ -212,6 +218,7 @@ def section(rows: Sequence[Row], cache_dir: Path, seed: int, threads: int | None
         "",
         f"One run on this machine ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), seed {seed}"
         + (f", {threads} BLAS/OpenMP thread(s)" if threads else "")
+        + f", scikit-learn {_sklearn_version()}"
         + "; data converted "
         "by `python -m benchmarks.external.fetch` (sources, digests and licences: `benchmarks/external/README.md`). "
         "Each peer's setting is chosen on a seeded 10% of train, the test split scored once; seconds are training "
