@@ -54,6 +54,16 @@ def test_stratified_split_is_seeded_and_per_class():
     assert not np.array_equal(test, cv.stratified_split(labels, seed=1))
 
 
+def test_stratified_split_keeps_duplicates_on_one_side():
+    labels = ["a"] * 10
+    keys = ["x", "y", "x", "z", "x", "w", "v", "u", "t", "s"]
+    for seed in range(20):
+        test = cv.stratified_split(labels, seed=seed, keys=keys)
+        assert len({bool(is_test) for key, is_test in zip(keys, test, strict=True) if key == "x"}) == 1
+    unique = [str(i) for i in range(10)]
+    assert np.array_equal(cv.stratified_split(labels, keys=unique), cv.stratified_split(labels))
+
+
 def test_one_file_per_label(tmp_path: Path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir(), out.mkdir()
@@ -298,3 +308,19 @@ def test_table_encoder_uses_the_fitted_rows_only():
     linear = encoder.for_linear([["", "red"]])
     # missing -> the median 2.0 of the fitted rows, standardised with their mean 2.0: 0; then the missing flag
     assert linear.tolist() == [[0.0, 1.0, 0.0, 1.0]]
+
+
+def test_a_partial_rerun_keeps_the_other_datasets_rows(tmp_path: Path):
+    from benchmarks.external.run import kept_rows, section
+    from benchmarks.peers import Row
+    from benchmarks.sections import EXTERNAL
+
+    output = tmp_path / "RESULTS.md"
+    first = [Row(name, "peer", "scikit-learn", "test/acc", [0.5], [1.0]) for name in ("subj", "adult")]
+    EXTERNAL.write(section(first, tmp_path, 42), output)
+    kept = kept_rows(output, ["adult"])
+    assert len(kept) == 1 and kept[0].startswith("| subj |")
+    second = section([Row("adult", "peer", "scikit-learn", "test/acc", [0.7], [1.0])], tmp_path, 42, None, kept)
+    EXTERNAL.write(second, output)
+    table = [line for line in output.read_text().splitlines() if line.count(" | ") == 7][2:]
+    assert [line.split(" | ")[0] for line in table] == ["| subj", "| adult"] and "0.7000" in table[1]

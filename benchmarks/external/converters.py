@@ -10,7 +10,8 @@ number of rows (or images) per class and split, ``{"train": {label: n}, "test": 
   CSV has no header), written by :mod:`csv` (fields quoted only when needed), a missing value as an empty field;
 * image: an ImageFolder tree ``train/<class>/*`` and ``test/<class>/*``.
 
-Where the source has no test split, :func:`stratified_split` draws one with a fixed seed.
+Where the source has no test split, :func:`stratified_split` draws one with a fixed seed, keeping exact duplicates
+(equal texts, equal feature values, equal pixels) on one side.
 """
 
 from __future__ import annotations
@@ -59,20 +60,32 @@ def clean_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def stratified_split(labels: Sequence[str], test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> np.ndarray:
-    """Boolean mask of the test rows: ``round(test_fraction * n)`` rows of each label, drawn with ``seed``.
+def stratified_split(
+    labels: Sequence[str],
+    test_fraction: float = TEST_FRACTION,
+    seed: int = SPLIT_SEED,
+    keys: Sequence[object] | None = None,
+) -> np.ndarray:
+    """Boolean mask of the test rows: ``round(test_fraction * n)`` of each label's ``n`` rows, drawn with ``seed``.
 
-    Labels are visited in sorted order and each label's rows are permuted by one generator, so the split
-    depends only on the labels' order in the source, the fraction and the seed.
+    With ``keys`` (e.g. the text), rows with equal keys form one group that goes to one side, so an exact
+    duplicate never sits in both train and test; a group counts under its first row's label and the groups are
+    drawn instead of the rows. Labels are visited in sorted order and each label's groups (in order of first
+    appearance) permuted by one generator, so without duplicates the split is the same with or without keys.
     """
-    labels = np.asarray(labels, dtype=object)
+    group_of: dict[object, int] = {}
+    groups = np.array(
+        [group_of.setdefault(key, len(group_of)) for key in (keys if keys is not None else range(len(labels)))]
+    )
+    first = np.unique(groups, return_index=True)[1]
+    group_labels = np.asarray(labels, dtype=object)[first]
     rng = np.random.default_rng(seed)
-    test = np.zeros(len(labels), dtype=bool)
-    for label in sorted(set(labels.tolist())):
-        rows = np.flatnonzero(labels == label)
-        rows = rows[rng.permutation(len(rows))]
-        test[rows[: round(test_fraction * len(rows))]] = True
-    return test
+    test_groups = np.zeros(len(first), dtype=bool)
+    for label in sorted(set(group_labels.tolist())):
+        members = np.flatnonzero(group_labels == label)
+        members = members[rng.permutation(len(members))]
+        test_groups[members[: round(test_fraction * len(members))]] = True
+    return test_groups[groups]
 
 
 def count(labels: Iterable[str]) -> dict[str, int]:
@@ -97,8 +110,8 @@ def write_text_splits(out: Path, train: Sequence[Row], test: Sequence[Row]) -> C
 
 
 def split_text_rows(out: Path, rows: Sequence[Row]) -> Counts:
-    """Writes a seeded stratified split of ``rows`` (:func:`stratified_split`)."""
-    test = stratified_split([label for label, _ in rows])
+    """Writes a seeded stratified split of ``rows`` (:func:`stratified_split`), equal texts kept on one side."""
+    test = stratified_split([label for label, _ in rows], keys=[clean_text(text) for _, text in rows])
     train_rows = [row for row, is_test in zip(rows, test, strict=True) if not is_test]
     test_rows = [row for row, is_test in zip(rows, test, strict=True) if is_test]
     return write_text_splits(out, train_rows, test_rows)
@@ -220,7 +233,8 @@ def headerless_table(columns: Sequence[str], target: str, files: Sequence[str], 
         if len(parts) == 2:
             train, test = parts
         else:
-            test_mask = stratified_split([row[at] for row in parts[0]])
+            features = [tuple(row[:at] + row[at + 1 :]) for row in parts[0]]
+            test_mask = stratified_split([row[at] for row in parts[0]], keys=features)
             train = [row for row, is_test in zip(parts[0], test_mask, strict=True) if not is_test]
             test = [row for row, is_test in zip(parts[0], test_mask, strict=True) if is_test]
         return write_table_splits(out, columns, target, train, test)
@@ -241,7 +255,7 @@ def convert_pixel_csv(raw: Path, out: Path, name: str = "mnist_5k.csv.gz", side:
     if pixels.shape[1] != side * side:
         raise ValueError(f"{name}: rows have {pixels.shape[1]} pixels, expected {side * side}")
     labels = [str(int(value)) for value in table[:, -1]]
-    test = stratified_split(labels)
+    test = stratified_split(labels, keys=[row.tobytes() for row in pixels])
     counts: Counts = {"train": {}, "test": {}}
     for row, (label, is_test) in enumerate(zip(labels, test, strict=True)):
         split = "test" if is_test else "train"

