@@ -73,9 +73,12 @@ def is_git_dir(path: Path) -> bool:
 
 def git_revisions(git_dir: Path, commit: str) -> list[str]:
     """The pinned commit if the clone has it, then ``HEAD`` (the digest decides whether its file will do)."""
-    found = subprocess.run(
-        ["git", f"--git-dir={git_dir}", "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True, check=False
-    )
+    try:
+        found = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True, check=False
+        )
+    except FileNotFoundError:  # no git here: the clone's work tree (if any) is still tried
+        return []
     return [commit, "HEAD"] if found.returncode == 0 else ["HEAD"]
 
 
