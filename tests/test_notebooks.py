@@ -40,9 +40,9 @@ def execute(notebook_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch,
 @pytest.fixture(scope="module")
 def shared_kernel(shared_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsyncKernelManager]:
     """One python3 kernel for the fast suite's notebook runs: a kernel start and the torch and Lightning imports
-    in it cost seconds per notebook. Its cache is the session's (the bundled IMDB and CIFAR-2 data are decoded
-    once, not once per notebook); :func:`execute_in_shared_kernel` gives each notebook a clean namespace and its own
-    working directory. The slow stage still runs every notebook in a fresh kernel (:func:`execute`)."""
+    in it cost seconds per notebook. Its cache is the session's, as every other test's (a notebook whose data
+    another test already decoded reuses it); :func:`execute_in_shared_kernel` gives each notebook a clean namespace
+    and its own working directory. The slow stage still runs every notebook in a fresh kernel (:func:`execute`)."""
     env = {
         **os.environ,
         "NOTEBOOK_FAST": "1",
