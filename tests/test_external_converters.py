@@ -351,8 +351,10 @@ def test_project_rows_replace_only_their_own_and_the_summary_compares_with_the_b
     ]
     kept = kept_rows(output, [(row.task, row.model) for row in project])
     assert len(kept) == 3  # the peers stay when only this project's models rerun
-    EXTERNAL.write(section(project, tmp_path, 42, 1, kept), output)
+    notes = "<!-- external_notes:start -->\nRead by hand.\n<!-- external_notes:end -->"
+    EXTERNAL.write(section(project, tmp_path, 42, 1, kept, notes), output)
     text = output.read_text()
+    assert notes in text
     summary = [line for line in text.splitlines() if line.count(" | ") == 9][2:]
     assert summary[0].split(" | ")[4:10] == [
         "0.8800 (0.8700-0.8900), 3", "0.7500", "peer b: 0.9000", "-2.0", "5.0 (4.0-6.0)", "2.0 |"

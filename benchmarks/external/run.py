@@ -44,7 +44,7 @@ import numpy as np
 from benchmarks.external.datasets import BY_NAME, DATASETS, Dataset
 from benchmarks.external.fetch import default_cache_dir
 from benchmarks.peers import RESULTS, PeerScore, Row, gradient_boosting, nbsvm_logistic, tfidf_logistic
-from benchmarks.sections import EXTERNAL
+from benchmarks.sections import EXTERNAL, MarkedSection
 from datamodules import Cifar2DataModule, IMDBDataModule, TitanicDataModule
 from datamodules.base import train_val_split
 from datamodules.text_files import label_values, read_labeled_texts
@@ -55,6 +55,8 @@ DATAMODULE_OF_KIND = {"text": IMDBDataModule, "table": TitanicDataModule, "image
 #: Variants run once per dataset kind (the titanic tutorial reads only Titanic's columns).
 VARIANTS_OF_KIND = {"text": ("default", "tutorial"), "table": ("default",), "image": ("default", "tutorial")}
 PROJECT_KIND = "this project"
+#: A hand-written reading of the results inside the section, carried over when the benchmark rewrites it.
+NOTES = MarkedSection("external_notes")
 
 
 def val_fraction(kind: str) -> float:
@@ -363,7 +365,12 @@ def _train_rows(cache_dir: Path) -> dict[str, int]:
 
 
 def section(
-    rows: Sequence[Row], cache_dir: Path, seed: int, threads: int | None = None, earlier_rows: Sequence[str] = ()
+    rows: Sequence[Row],
+    cache_dir: Path,
+    seed: int,
+    threads: int | None = None,
+    earlier_rows: Sequence[str] = (),
+    notes: str | None = None,
 ) -> str:
     order = [dataset.name for dataset in DATASETS]
     table = sorted([*earlier_rows, *(row.markdown() for row in rows)], key=lambda line: order.index(_cells(line)[0]))
@@ -387,6 +394,7 @@ def section(
         "",
         *summary_table(table, _train_rows(cache_dir)),
         "",
+        *([notes, ""] if notes else []),
         "Every run:",
         "",
         "| dataset | model | kind | metric | value | train s | runs | notes |",
@@ -428,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(row.markdown(), flush=True)
         rows += found
     earlier = kept_rows(args.output, [(row.task, row.model) for row in rows])
-    EXTERNAL.write(section(rows, cache_dir, args.seed, args.threads, earlier), args.output)
+    notes = NOTES.read(args.output)
+    EXTERNAL.write(section(rows, cache_dir, args.seed, args.threads, earlier, notes), args.output)
     print(f"wrote the external section of {args.output}")
 
 
