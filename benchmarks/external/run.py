@@ -373,7 +373,10 @@ def section(
     notes: str | None = None,
 ) -> str:
     order = [dataset.name for dataset in DATASETS]
-    table = sorted([*earlier_rows, *(row.markdown() for row in rows)], key=lambda line: order.index(_cells(line)[0]))
+    table = sorted(
+        [*earlier_rows, *(row.markdown() for row in rows)],
+        key=lambda line: (order.index(_cells(line)[0]), _cells(line)[2] == PROJECT_KIND, _cells(line)[1]),
+    )  # per dataset: the peers, then this project's variants, each by name (whichever run wrote them)
     lines = [
         EXTERNAL.start,
         "### External datasets: this project's models and classical peers (`python -m benchmarks.external`)",
