@@ -324,3 +324,40 @@ def test_a_partial_rerun_keeps_the_other_datasets_rows(tmp_path: Path):
     EXTERNAL.write(second, output)
     table = [line for line in output.read_text().splitlines() if line.count(" | ") == 7][2:]
     assert [line.split(" | ")[0] for line in table] == ["| subj", "| adult"] and "0.7000" in table[1]
+
+
+def test_peers_carve_validation_as_the_tasks_datamodules_do():
+    from benchmarks.external.run import val_fraction
+
+    assert (val_fraction("text"), val_fraction("table"), val_fraction("image")) == (0.1, 0.15, 0.1)
+
+
+def test_project_rows_replace_only_their_own_and_the_summary_compares_with_the_best_peer(tmp_path: Path):
+    from benchmarks.external.run import PROJECT_KIND, kept_rows, section
+    from benchmarks.peers import Row
+    from benchmarks.sections import EXTERNAL
+
+    output = tmp_path / "RESULTS.md"
+    peers = [
+        Row("subj", "peer a", "scikit-learn", "test/acc", [0.80], [1.0]),
+        Row("subj", "peer b", "scikit-learn", "test/acc", [0.90], [2.0]),
+        Row("adult", "peer a", "scikit-learn", "test/acc", [0.85], [3.0]),
+    ]
+    EXTERNAL.write(section(peers, tmp_path, 42), output)
+    project = [
+        Row("subj", "imdb task, default", PROJECT_KIND, "test/acc", [0.88, 0.87, 0.89], [4.0, 5.0, 6.0]),
+        Row("subj", "imdb task, tutorial", PROJECT_KIND, "test/acc", [0.75], [9.0]),
+        Row("adult", "titanic task, default", PROJECT_KIND, "test/acc", [0.86], [7.0]),
+    ]
+    kept = kept_rows(output, [(row.task, row.model) for row in project])
+    assert len(kept) == 3  # the peers stay when only this project's models rerun
+    notes = "<!-- external_notes:start -->\nRead by hand.\n<!-- external_notes:end -->"
+    EXTERNAL.write(section(project, tmp_path, 42, 1, kept, notes), output)
+    text = output.read_text()
+    assert notes in text
+    summary = [line for line in text.splitlines() if line.count(" | ") == 9][2:]
+    assert summary[0].split(" | ")[4:10] == [
+        "0.8800 (0.8700-0.8900), 3", "0.7500", "peer b: 0.9000", "-2.0", "5.0 (4.0-6.0)", "2.0 |"
+    ]  # fmt: skip
+    assert "n/a (Titanic's columns only)" in summary[1] and "+1.0" in summary[1]
+    assert len([line for line in text.splitlines() if line.count(" | ") == 7]) == 2 + 6

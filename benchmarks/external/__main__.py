@@ -1,4 +1,4 @@
-"""``python -m benchmarks.external``: the classical peers on the converted external datasets (see ``run.py``)."""
+"""``python -m benchmarks.external``: this project's models and classical peers on the external datasets."""
 
 from benchmarks.external.run import main
 

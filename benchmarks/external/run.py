@@ -1,11 +1,13 @@
-"""Classical peers on the converted external datasets (a first skeleton of issue #24's benchmark).
+"""This project's models and classical peers on the converted external datasets (issue #24's benchmark).
 
     python -m benchmarks.external.fetch --all --from DIR      # once: raw files -> ~/.cache/lightning-app/external
-    python -m benchmarks.external                              # every converted dataset; writes its RESULTS.md section
+    python -m benchmarks.external --threads 1                  # every converted dataset; writes its RESULTS.md section
     python -m benchmarks.external --datasets subj adult --output /tmp/RESULTS.md
+    python -m benchmarks.external --datasets trec --what project --seeds 3 --variants default
 
-Per dataset, on the converted ``train`` / ``test`` files, with a seeded 90/10 train / validation split of train
-(``datamodules.base.train_val_split``, as the tasks carve theirs) on which each peer's setting is chosen:
+Per dataset, on the converted ``train`` / ``test`` files, with the seeded train / validation split of train that
+the task's own DataModule carves (``datamodules.base.train_val_split`` with the DataModule's ``val_fraction``:
+10% for text and images, 15% for tables), on which each peer's setting is chosen:
 
 * text: the peers of :mod:`benchmarks.peers`, TF-IDF 1-2-grams + logistic regression and NBSVM-style 1-3-grams
   (one-vs-rest for several classes);
@@ -15,15 +17,26 @@ Per dataset, on the converted ``train`` / ``test`` files, with a seeded 90/10 tr
   categories seen in training (missing is a category of its own);
 * image: no classical peer yet (the project's image task is the thing to run on them).
 
-The test split is scored once per peer. This project's own models are not run here yet.
+This project's models (``--what project``) are trained by ``lightning_app.training.fit`` with ``--data-dir``
+pointing at the converted folder: text with the ``imdb`` task, tables with the ``titanic`` task (the dataset's
+target and id columns as ``--target-column`` / ``--id-columns``), images with the ``cifar2`` task; the variants
+``default`` (over ``--seeds`` seeds, ``--seed`` upwards) and ``tutorial`` (one seed; the titanic tutorial needs
+Titanic's columns, so tables get none). Their seconds are ``trainer.fit`` wall time.
+
+The test split is scored once per peer and per run. Rows are kept per (dataset, model), so a partial rerun
+replaces only the rows it produces.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import inspect
+import logging
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +44,27 @@ import numpy as np
 from benchmarks.external.datasets import BY_NAME, DATASETS, Dataset
 from benchmarks.external.fetch import default_cache_dir
 from benchmarks.peers import RESULTS, PeerScore, Row, gradient_boosting, nbsvm_logistic, tfidf_logistic
-from benchmarks.sections import EXTERNAL
+from benchmarks.sections import EXTERNAL, MarkedSection
+from datamodules import Cifar2DataModule, IMDBDataModule, TitanicDataModule
 from datamodules.base import train_val_split
 from datamodules.text_files import label_values, read_labeled_texts
 
-VAL_FRACTION = 0.1
+#: The project's task that runs each kind of dataset, and the DataModule whose validation carve the peers share.
+TASK_OF_KIND = {"text": "imdb", "table": "titanic", "image": "cifar2"}
+DATAMODULE_OF_KIND = {"text": IMDBDataModule, "table": TitanicDataModule, "image": Cifar2DataModule}
+#: Variants run once per dataset kind (the titanic tutorial reads only Titanic's columns).
+VARIANTS_OF_KIND = {"text": ("default", "tutorial"), "table": ("default",), "image": ("default", "tutorial")}
+PROJECT_KIND = "this project"
+#: A hand-written reading of the results inside the section, carried over when the benchmark rewrites it.
+NOTES = MarkedSection("external_notes")
+
+
+def val_fraction(kind: str) -> float:
+    """The ``val_fraction`` default of the DataModule of ``kind``'s task: the peers carve validation as it does."""
+    return float(inspect.signature(DATAMODULE_OF_KIND[kind].__init__).parameters["val_fraction"].default)
+
+
+VAL_FRACTION = val_fraction("text")
 
 
 def _codes(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -152,7 +181,8 @@ def table_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
     features = [i for i, name in enumerate(header) if i != target and name not in dataset.id_columns]
     y, values = _codes([row[target] for row in train] + [row[target] for row in test])
     y_train, y_test = y[: len(train)], y[len(train) :]
-    fit_rows, val_rows = (part.numpy() for part in train_val_split(len(train), VAL_FRACTION, seed, folder))
+    split = train_val_split(len(train), val_fraction("table"), seed, folder)
+    fit_rows, val_rows = (part.numpy() for part in split)
 
     def cells(rows: Sequence[Sequence[str]], index: np.ndarray | None = None) -> list[list[str]]:
         chosen = rows if index is None else [rows[i] for i in index]
@@ -179,14 +209,58 @@ def _row(dataset: Dataset, model: str, score: PeerScore, classes: int) -> Row:
     return Row(dataset.name, model, "scikit-learn", "test/acc", [score.accuracy], [score.seconds], note)
 
 
+# -- this project's models -------------------------------------------------------------------------------
+def project_model_name(kind: str, variant: str) -> str:
+    return f"{TASK_OF_KIND[kind]} task, {variant}"
+
+
+def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants: Sequence[str]) -> list[Row]:
+    """Fit this project's task for ``dataset.kind`` on ``folder``: ``default`` over ``seeds``, others on the first."""
+    from lightning_app.training import FitConfig, fit, resolve_config
+    from lightning_app.warning_filters import silence_harmless_warnings
+
+    silence_harmless_warnings()
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    task = TASK_OF_KIND[dataset.kind]
+    table = {"target_column": dataset.target, "id_columns": list(dataset.id_columns)} if dataset.kind == "table" else {}
+    rows = []
+    for variant in [v for v in variants if v in VARIANTS_OF_KIND[dataset.kind]]:
+        values, seconds = [], []
+        for seed in seeds if variant == "default" else seeds[:1]:
+            with tempfile.TemporaryDirectory() as scratch:
+                config = FitConfig(task=task, model=variant, seed=seed, data_dir=str(folder), log_dir=scratch,
+                                   accelerator="cpu", enable_progress_bar=False, **table)  # fmt: skip
+                result = fit(config)
+            values.append(result.metrics["test/acc"])
+            seconds.append(result.train_seconds)
+            print(f"{dataset.name} {task}/{variant} seed {seed}: test/acc {values[-1]:.4f}, "
+                  f"trainer.fit {seconds[-1]:.1f} s", flush=True)  # fmt: skip
+        ran = "seeds " + ",".join(str(seed) for seed in (seeds if variant == "default" else seeds[:1]))
+        epochs = resolve_config(FitConfig(task=task, model=variant))[2].max_epochs
+        note = f"{ran}; {epochs} epoch(s); the variant's settings, --data-dir the converted folder"
+        rows.append(Row(dataset.name, project_model_name(dataset.kind, variant), PROJECT_KIND, "test/acc", values,
+                        seconds, note))  # fmt: skip
+    return rows
+
+
 # -- the run ----------------------------------------------------------------------------------------------
-def rows_for(dataset: Dataset, cache_dir: Path, seed: int) -> list[Row]:
+def rows_for(
+    dataset: Dataset,
+    cache_dir: Path,
+    seed: int,
+    what: Sequence[str] = ("peers", "project"),
+    seeds: int = 1,
+    variants: Sequence[str] = ("default", "tutorial"),
+) -> list[Row]:
     folder = cache_dir / dataset.name
-    if dataset.kind == "text":
-        return text_peers(dataset, folder, seed)
-    if dataset.kind == "table":
-        return table_peers(dataset, folder, seed)
-    return []
+    rows = []
+    if "peers" in what and dataset.kind == "text":
+        rows += text_peers(dataset, folder, seed)
+    if "peers" in what and dataset.kind == "table":
+        rows += table_peers(dataset, folder, seed)
+    if "project" in what:
+        rows += project_rows(dataset, folder, [seed + k for k in range(seeds)], variants)
+    return rows
 
 
 def dataset_table(cache_dir: Path) -> list[str]:
@@ -211,38 +285,124 @@ def _sklearn_version() -> str:
     return sklearn.__version__
 
 
-def kept_rows(output: Path, rerun: Sequence[str]) -> list[str]:
-    """The peer rows of the external section in ``output`` for datasets not in ``rerun`` (kept when some rerun)."""
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+
+
+def kept_rows(output: Path, replaced: Iterable[str | tuple[str, str]]) -> list[str]:
+    """The rows of the external section in ``output`` that this run does not replace.
+
+    ``replaced`` holds dataset names (every row of the dataset goes) or ``(dataset, model)`` pairs (that row goes).
+    """
+    replaced = set(replaced)
     lines = (EXTERNAL.read(output) or "").splitlines()
-    rows = [line for line in lines if line.count(" | ") == 7]  # the peer table's 8 columns
-    return [row for row in rows if row.split(" | ")[0].removeprefix("| ") in BY_NAME and
-            row.split(" | ")[0].removeprefix("| ") not in rerun]  # fmt: skip
+    rows = [line for line in lines if line.count(" | ") == 7]  # the long table's 8 columns
+    return [
+        row for row in rows
+        if _cells(row)[0] in BY_NAME and _cells(row)[0] not in replaced and tuple(_cells(row)[:2]) not in replaced
+    ]  # fmt: skip
+
+
+@dataclass
+class Parsed:
+    """A row of the long table read back: the median value and seconds, the range as written, the runs."""
+
+    dataset: str
+    model: str
+    kind: str
+    value: float
+    value_text: str
+    seconds: float
+    seconds_text: str
+    runs: int
+
+    @classmethod
+    def of(cls, line: str) -> Parsed:
+        dataset, model, kind, _, value, seconds, runs, _ = _cells(line)
+        return cls(dataset, model, kind, float(value.split()[0]), value, float(seconds.split()[0]), seconds, int(runs))
+
+
+def summary_table(lines: Sequence[str], train_rows: dict[str, int]) -> list[str]:
+    """One line per dataset: this project's default and tutorial against the best classical peer."""
+    parsed = [Parsed.of(line) for line in lines]
+    out = [
+        "| dataset | kind | classes | train rows | default: median (range), seeds | tutorial | best peer | "
+        "default - peer (points) | default s | peer s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for dataset in DATASETS:
+        mine = [row for row in parsed if row.dataset == dataset.name]
+        if not mine:
+            continue
+        default = next((row for row in mine if row.model == project_model_name(dataset.kind, "default")), None)
+        tutorial = next((row for row in mine if row.model == project_model_name(dataset.kind, "tutorial")), None)
+        peers = [row for row in mine if row.kind == "scikit-learn"]
+        peer = max(peers, key=lambda row: row.value) if peers else None
+        tutorial_text = (
+            f"{tutorial.value_text}" if tutorial
+            else "n/a (Titanic's columns only)" if dataset.kind == "table" else "not run"
+        )  # fmt: skip
+        rows = train_rows.get(dataset.name)
+        out.append(
+            f"| {dataset.name} | {dataset.kind} | {dataset.classes} | {f'{rows:,}' if rows else '?'} | "
+            f"{f'{default.value_text}, {default.runs}' if default else 'not run'} | {tutorial_text} | "
+            f"{f'{peer.model}: {peer.value:.4f}' if peer else '—'} | "
+            f"{f'{100 * (default.value - peer.value):+.1f}' if default and peer else '—'} | "
+            f"{default.seconds_text if default else '—'} | {peer.seconds_text if peer else '—'} |"
+        )
+    return out
+
+
+def _train_rows(cache_dir: Path) -> dict[str, int]:
+    import json
+
+    counts = {}
+    for dataset in DATASETS:
+        provenance = cache_dir / dataset.name / "provenance.json"
+        if provenance.is_file():
+            counts[dataset.name] = sum(json.loads(provenance.read_text())["rows"]["train"].values())
+    return counts
 
 
 def section(
-    rows: Sequence[Row], cache_dir: Path, seed: int, threads: int | None = None, earlier_rows: Sequence[str] = ()
+    rows: Sequence[Row],
+    cache_dir: Path,
+    seed: int,
+    threads: int | None = None,
+    earlier_rows: Sequence[str] = (),
+    notes: str | None = None,
 ) -> str:
+    order = [dataset.name for dataset in DATASETS]
+    table = sorted(
+        [*earlier_rows, *(row.markdown() for row in rows)],
+        key=lambda line: (order.index(_cells(line)[0]), _cells(line)[2] == PROJECT_KIND, _cells(line)[1]),
+    )  # per dataset: the peers, then this project's variants, each by name (whichever run wrote them)
     lines = [
         EXTERNAL.start,
-        "### External datasets: classical peers (`python -m benchmarks.external`)",
+        "### External datasets: this project's models and classical peers (`python -m benchmarks.external`)",
         "",
-        f"One run on this machine ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), seed {seed}"
-        + (f", {threads} BLAS/OpenMP thread(s)" if threads else "")
+        f"Last run on this machine ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), seed {seed}"
+        + (f", {threads} torch / BLAS / OpenMP thread(s)" if threads else "")
         + f", scikit-learn {_sklearn_version()}"
         + "; data converted "
         "by `python -m benchmarks.external.fetch` (sources, digests and licences: `benchmarks/external/README.md`). "
-        "Each peer's setting is chosen on a seeded 10% of train, the test split scored once; seconds are training "
-        "only (vectorising and the setting search included). This project's models are not run here yet."
-        + (" Rows of datasets not in that run come from an earlier one." if earlier_rows else ""),
+        "Validation is the seeded part of train that the task's DataModule carves (10% for text and images, 15% "
+        "for tables); each peer's setting is chosen on it, the test split scored once per run. This project's "
+        "models run with their variant's settings unchanged (text: the `imdb` task, tables: `titanic`, images: "
+        "`cifar2`), `--data-dir` the converted folder. Seconds: for this project `trainer.fit` wall time, for a "
+        "peer its training (vectorising and the setting search included)."
+        + (" Rows of datasets or models not in the last run come from an earlier one." if earlier_rows else ""),
         "",
         *dataset_table(cache_dir),
         "",
+        *summary_table(table, _train_rows(cache_dir)),
+        "",
+        *([notes, ""] if notes else []),
+        "Every run:",
+        "",
         "| dataset | model | kind | metric | value | train s | runs | notes |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *sorted(
-            [*earlier_rows, *(row.markdown() for row in rows)],
-            key=lambda line: [dataset.name for dataset in DATASETS].index(line.split(" | ")[0].removeprefix("| ")),
-        ),
+        *table,
         EXTERNAL.end,
     ]
     return "\n".join(lines)
@@ -255,12 +415,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=None,
-                        help="limit BLAS/OpenMP threads (OpenMP busy-waits on a loaded machine)")  # fmt: skip
+                        help="limit torch, BLAS and OpenMP threads (OpenMP busy-waits when loaded)")  # fmt: skip
+    parser.add_argument("--what", nargs="+", default=["peers", "project"], choices=["peers", "project"],
+                        help="classical peers, this project's models, or both (default)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1, help="seeds of this project's default variant (default 1)")
+    parser.add_argument("--variants", nargs="+", default=["default", "tutorial"], choices=["default", "tutorial"])
     args = parser.parse_args(argv)
     if args.threads:
+        import torch
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=args.threads)
+        torch.set_num_threads(args.threads)
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
     chosen = [BY_NAME[name] for name in args.datasets] if args.datasets else list(DATASETS)
     rows = []
@@ -268,12 +434,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not (cache_dir / dataset.name / "provenance.json").is_file():
             print(f"{dataset.name}: not converted (python -m benchmarks.external.fetch {dataset.name}); skipped")
             continue
-        found = rows_for(dataset, cache_dir, args.seed)
+        found = rows_for(dataset, cache_dir, args.seed, args.what, args.seeds, args.variants)
         for row in found:
             print(row.markdown(), flush=True)
         rows += found
-    earlier = kept_rows(args.output, [dataset.name for dataset in chosen])
-    EXTERNAL.write(section(rows, cache_dir, args.seed, args.threads, earlier), args.output)
+    earlier = kept_rows(args.output, [(row.task, row.model) for row in rows])
+    notes = NOTES.read(args.output)
+    EXTERNAL.write(section(rows, cache_dir, args.seed, args.threads, earlier, notes), args.output)
     print(f"wrote the external section of {args.output}")
 
 
