@@ -47,5 +47,6 @@ class MarkedSection:
 PEERS = MarkedSection("peers")
 SCALE = MarkedSection("scale")
 FORECAST_SELECTION = MarkedSection("forecast_selection")
+EXTERNAL = MarkedSection("external")
 #: Sections ``benchmarks.run`` does not measure and carries over when it rewrites RESULTS.md.
-OWNED_ELSEWHERE = (PEERS, SCALE, FORECAST_SELECTION)
+OWNED_ELSEWHERE = (PEERS, SCALE, FORECAST_SELECTION, EXTERNAL)

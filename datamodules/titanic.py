@@ -1,4 +1,4 @@
-"""Titanic survival (tabular, binary).
+"""Titanic survival (tabular, binary), and any CSV table (binary or multi-class) through :mod:`datamodules.tabular`.
 
 Preprocessing is a set of pure functions over parsed passengers, so the same
 code scores the training data and new passengers from a checkpoint:
@@ -8,25 +8,34 @@ code scores the training data and new passengers from a checkpoint:
 * :func:`fit_feature_stats` + :func:`extended_features` add the passenger's title,
   family size and log-fare, standardised with statistics fitted on train only;
 * :func:`encode_passengers` dispatches on a ``preprocessing_state`` dict.
+
+A CSV without Titanic's columns is encoded by :mod:`datamodules.tabular` (``feature_set="generic"``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
-from datamodules.base import TaskDataModule, parse_float, read_csv_rows, train_val_split
+from datamodules import tabular
+from datamodules.base import TaskDataModule, csv_header, parse_float, read_csv_rows, train_val_split
 from datamodules.batches import BatchIndexedTensors
 from datamodules.errors import DataError
 
-FeatureSet = Literal["tutorial", "extended"]
+#: The encodings a ``preprocessing_state`` names: Titanic's two and any table's.
+FeatureSet = Literal["tutorial", "extended", "generic"]
+#: What ``TitanicDataModule(feature_set=...)`` takes: an encoding, or ``"auto"`` (see the class).
+FeatureSetChoice = Literal["auto", "tutorial", "extended", "generic"]
 
 INPUT_COLUMNS = ["Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"]
 LABEL_COLUMN = "Survived"
+#: Dropped when ``train.csv`` has them and no ``id_columns`` are given.
+DEFAULT_ID_COLUMNS = ("PassengerId",)
 PCLASSES = (1, 2, 3)
 EMBARKED = ("C", "Q", "S")
 TITLES = ("Mr", "Mrs", "Miss", "Master", "Rare")
@@ -209,12 +218,26 @@ def extended_features(passengers: list[Passenger], stats: dict[str, Any]) -> tor
     return torch.tensor(rows, dtype=torch.float32).reshape(len(passengers), len(EXTENDED_FEATURES))
 
 
+def num_features(state: dict[str, Any]) -> int:
+    """The width of the features a ``preprocessing_state`` encodes."""
+    if state["feature_set"] == "generic":
+        return len(tabular.feature_names(state))
+    return len(TUTORIAL_FEATURES if state["feature_set"] == "tutorial" else EXTENDED_FEATURES)
+
+
+def state_class_names(state: dict[str, Any]) -> list[str]:
+    """The classes of a ``preprocessing_state``: the table's (``"generic"``), else Titanic's two."""
+    return list(state.get("class_names") or ("0", "1"))
+
+
 def encode_passengers(passengers: list[Passenger], state: dict[str, Any]) -> torch.Tensor:
     """Encode passengers with a ``preprocessing_state`` from :class:`TitanicDataModule`."""
     if state["feature_set"] == "tutorial":
         return tutorial_features(passengers)
     if state["feature_set"] == "extended":
         return extended_features(passengers, state["stats"])
+    if state["feature_set"] == "generic":
+        raise ValueError("a 'generic' preprocessing state encodes table rows (datamodules.tabular.encode_rows)")
     raise ValueError(f"unknown Titanic feature_set {state['feature_set']!r}; expected 'tutorial' or 'extended'")
 
 
@@ -223,10 +246,15 @@ def labels(passengers: list[Passenger]) -> torch.Tensor:
 
 
 class TitanicDataModule(TaskDataModule):
-    """Kaggle Titanic: predict ``Survived`` from passenger details.
+    """Kaggle Titanic: predict ``Survived`` from passenger details; or any CSV table's ``target_column``.
 
     ``train.csv`` (712 rows) is split into train and validation with a fixed seed;
     ``test.csv`` (179 rows, the tutorial's held-out split) is the test set.
+
+    With the bundled data (or any CSV holding Titanic's columns and the target ``Survived``) the features are the
+    Titanic encodings of :func:`encode_passengers`. Any other CSV (``--data-dir``) gets the ``"generic"`` encoding
+    of :mod:`datamodules.tabular`: every column except the target and the id columns is a numeric or categorical
+    feature, the target may hold two or more classes (text or numbers).
 
     A batch is ``(features, label)``: ``float32[B, num_features]`` and ``int64[B]``.
 
@@ -235,7 +263,13 @@ class TitanicDataModule(TaskDataModule):
         batch_size: rows per batch.
         val_fraction: share of ``train.csv`` held out for validation.
         seed: seed of the train/validation split.
-        feature_set: ``"extended"`` (default) or ``"tutorial"`` (the tutorial's 15 columns).
+        feature_set: ``"auto"`` (default: ``"extended"`` when ``train.csv`` has Titanic's columns, the target is
+            ``Survived`` and no Titanic column is dropped as an id, else ``"generic"``), ``"extended"`` (standardised
+            Titanic features with title and family size), ``"tutorial"`` (the tutorial's 15 Titanic columns) or
+            ``"generic"`` (any table, :mod:`datamodules.tabular`).
+        target_column: the column to predict (``--target-column``).
+        id_columns: columns to drop, such as row ids (``--id-columns``); ``None``: ``PassengerId`` when
+            ``train.csv`` has it. Every column named must exist.
         num_workers: DataLoader workers; the tensors are in memory, so 0 is fastest.
     """
 
@@ -247,14 +281,20 @@ class TitanicDataModule(TaskDataModule):
         batch_size: int = 128,
         val_fraction: float = 0.15,
         seed: int = 42,
-        feature_set: FeatureSet = "extended",
+        feature_set: FeatureSetChoice = "auto",
+        target_column: str = LABEL_COLUMN,
+        id_columns: list[str] | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__(data_dir)
-        if feature_set not in ("tutorial", "extended"):
-            raise ValueError(f"feature_set must be 'tutorial' or 'extended', got {feature_set!r}")
+        if feature_set not in get_args(FeatureSetChoice):
+            raise ValueError(f"feature_set must be one of {list(get_args(FeatureSetChoice))}, got {feature_set!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        if not isinstance(target_column, str) or not target_column.strip():
+            raise ValueError(f"target_column must be a column name, got {target_column!r}")
+        if id_columns is not None:
+            id_columns = [str(column) for column in id_columns]
         self.save_hyperparameters(ignore=["data_dir"], logger=False)
         self._state: dict[str, Any] | None = None
 
@@ -262,10 +302,58 @@ class TitanicDataModule(TaskDataModule):
         self.require_file("train.csv")
         self.require_file("test.csv")
 
+    def _columns(self, train_path: Path) -> tuple[list[str], list[str]]:
+        """``(header of train.csv, id columns to drop)``, checked: the target and every id column named exist."""
+        header = csv_header(train_path, [])
+        target, ids = self.hparams.target_column, self.hparams.id_columns
+        if target not in header:
+            problem = f"no target column '{target}'; header has {header} (choose the target with --target-column)"
+            raise DataError(train_path, problem, line=1)
+        if ids is None:
+            return header, [column for column in DEFAULT_ID_COLUMNS if column in header]
+        for column in ids:
+            if column not in header:
+                raise DataError(train_path, f"id column '{column}' is not in the header {header}", line=1)
+            if column == target:
+                raise DataError(train_path, f"column '{column}' is the target; it cannot also be an id column", line=1)
+        return header, list(dict.fromkeys(ids))
+
+    def _resolve_feature_set(self, train_path: Path, header: list[str], ids: list[str]) -> FeatureSet:
+        choice = self.hparams.feature_set
+        titanic_columns = [column for column in INPUT_COLUMNS if column in header and column not in ids]
+        is_titanic = len(titanic_columns) == len(INPUT_COLUMNS) and self.hparams.target_column == LABEL_COLUMN
+        if choice == "auto":
+            if not is_titanic and self.hparams.target_column == LABEL_COLUMN and len(titanic_columns) >= 3:
+                missing = [column for column in INPUT_COLUMNS if column not in titanic_columns]
+                warnings.warn(
+                    f"{train_path}: not all of Titanic's columns (missing or dropped: {missing}), so it is encoded "
+                    "as any table, without the Titanic features (title, family size)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return "extended" if is_titanic else "generic"
+        # The Titanic encodings of a file that lacks one of Titanic's columns: read_passengers names it.
+        if choice != "generic" and self.hparams.target_column == LABEL_COLUMN and not set(ids) & set(INPUT_COLUMNS):
+            return choice
+        if choice != "generic" and not is_titanic:
+            missing = [column for column in INPUT_COLUMNS if column not in titanic_columns]
+            problem = (
+                f"feature_set '{choice}' needs Titanic's columns {INPUT_COLUMNS} and the target '{LABEL_COLUMN}'"
+                + (f"; missing or dropped: {missing}" if missing else f"; the target is '{self.hparams.target_column}'")
+                + " (use the default model, whose 'auto' feature set encodes any table)"
+            )
+            raise DataError(train_path, problem)
+        return choice
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         train_path = self.require_file("train.csv")
+        header, ids = self._columns(train_path)
+        feature_set = self._resolve_feature_set(train_path, header, ids)
+        if feature_set == "generic":
+            self._setup_generic(train_path, header, ids)
+            return
         passengers = read_passengers(train_path)
         train_index, val_index = train_val_split(
             len(passengers), self.hparams.val_fraction, self.hparams.seed, train_path, "passenger"
@@ -278,17 +366,49 @@ class TitanicDataModule(TaskDataModule):
         val = [passengers[i] for i in val_index.tolist()]
         test = read_passengers(self.require_file("test.csv"))
 
-        state: dict[str, Any] = {"feature_set": self.hparams.feature_set}
-        if self.hparams.feature_set == "extended":
+        state: dict[str, Any] = {"feature_set": feature_set}
+        if feature_set == "extended":
             state["stats"] = fit_feature_stats(train)
         self._state = state
         self.train_set, self.val_set, self.test_set = (
             BatchIndexedTensors(encode_passengers(split, state), labels(split)) for split in (train, val, test)
         )
 
+    def _setup_generic(self, train_path: Path, header: list[str], ids: list[str]) -> None:
+        target = self.hparams.target_column
+        feature_columns = [column for column in header if column != target and column not in ids]
+        if not feature_columns:
+            raise DataError(train_path, f"no feature columns left besides the target '{target}' and id columns {ids}")
+        rows = read_csv_rows(train_path, [target])
+        kinds = tabular.column_kinds(train_path, rows, feature_columns)
+        class_names = tabular.class_names_of(train_path, target, rows)
+        train_index, val_index = train_val_split(
+            len(rows), self.hparams.val_fraction, self.hparams.seed, train_path, "table"
+        )
+        # Typing a row needs only the column kinds and the classes: a state without statistics yet.
+        schema = {
+            "target_column": target,
+            "class_names": class_names,
+            "columns": [{"name": name, "kind": kind} for name, kind in kinds.items()],
+        }
+        typed = tabular.parse_rows(train_path, rows, schema, with_label=True)
+        train = [typed[i] for i in train_index.tolist()]
+        val = [typed[i] for i in val_index.tolist()]
+        state = tabular.fit_tabular_state(train, kinds, target, ids, class_names)
+        test_path = self.require_file("test.csv")
+        test = tabular.parse_rows(test_path, read_csv_rows(test_path, [*feature_columns, target]), state, True)
+        self._state = state
+        self.train_set, self.val_set, self.test_set = (
+            BatchIndexedTensors(tabular.encode_rows(split, state), tabular.tabular_labels(split))
+            for split in (train, val, test)
+        )
+
     def model_kwargs(self) -> dict[str, Any]:
-        names = TUTORIAL_FEATURES if self.hparams.feature_set == "tutorial" else EXTENDED_FEATURES
-        return {"num_features": len(names)}
+        if self._state is not None:
+            return {"num_features": num_features(self._state), "num_classes": len(state_class_names(self._state))}
+        if self.hparams.feature_set in ("tutorial", "extended"):
+            return {"num_features": num_features({"feature_set": self.hparams.feature_set}), "num_classes": 2}
+        raise RuntimeError("call setup() before model_kwargs(): the table's columns decide the sizes")
 
     def preprocessing_state(self) -> dict[str, Any]:
         if self._state is None:

@@ -63,6 +63,26 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
 
 
+def parse_column_list(value: str) -> list[str]:
+    """``--id-columns A,B``: column names separated by commas (``""``: none)."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of tasks that read a CSV table (``fit`` and ``tune``; a checkpoint keeps its own)."""
+    group = parser.add_argument_group("tables (tasks that read a CSV table: titanic)")
+    group.add_argument(
+        "--target-column", default=None, metavar="NAME", help="the column to predict (default: Survived)"
+    )
+    group.add_argument(
+        "--id-columns",
+        type=parse_column_list,
+        default=None,
+        metavar="A,B",
+        help="columns to drop, such as row ids (default: PassengerId when the file has it; '' for none)",
+    )
+
+
 #: Errors the command lines report in one line, without a traceback: (type, message prefix, exit code).
 ONE_LINE_ERRORS: tuple[tuple[type[Exception], str, int], ...] = (
     (UsageError, "error", 2),

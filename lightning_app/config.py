@@ -58,6 +58,10 @@ class FitConfig:
     cache_dir: str | None = None
     #: Fetch the task's full-size data (needs internet) into ``data_dir`` (default ``data/full``) and train on it.
     download: bool = field(default=False, metadata=NOT_A_HYPERPARAMETER)
+    #: The column a table task predicts, and the columns it drops (``None``: the DataModule's default); only for
+    #: DataModules that take them (titanic: any CSV table).
+    target_column: str | None = field(default=None, metadata=NOT_A_HYPERPARAMETER)
+    id_columns: list[str] | None = field(default=None, metadata=NOT_A_HYPERPARAMETER)
     log_dir: str = "runs"
     num_workers: int = 0
     # The hardware flags: the fields of HardwareSettings (tests/test_fit.py checks they agree).
@@ -324,7 +328,9 @@ class SaveRunConfig(pl.Callback):
 # --- resolution: defaults from the registry, class arguments checked, the run to resume --------------------------
 
 #: DataModule arguments set by ``FitConfig`` flags rather than ``datamodule_kwargs``.
-DATAMODULE_FLAGS = ("data_dir", "cache_dir", "batch_size", "num_workers", "seed")
+DATAMODULE_FLAGS = ("data_dir", "cache_dir", "batch_size", "num_workers", "seed", "target_column", "id_columns")
+#: ``FitConfig`` flags only some DataModules take: an error for the others (the DataModule's default fills them in).
+TABLE_FLAGS = ("target_column", "id_columns")
 #: LightningModule arguments set by ``FitConfig`` flags, or by the data, rather than ``module_kwargs``.
 MODULE_FLAGS = ("lr", "preprocessing")
 
@@ -358,6 +364,9 @@ def resolve_config(config: FitConfig) -> tuple[Task, Variant, FitConfig]:
         raise UsageError(err.args[0]) from None
     _check_overrides("model argument", task.module, config.module_kwargs, MODULE_FLAGS + task.module.sizes_from_data)
     _check_overrides("data argument", task.datamodule, config.datamodule_kwargs, DATAMODULE_FLAGS)
+    for name in TABLE_FLAGS:
+        if getattr(config, name) is not None and not accepts_argument(task.datamodule, name):
+            raise UsageError(f"--{name.replace('_', '-')}: task '{task.name}' does not read a table; drop the flag")
     module_settings = {**task.module_settings(config.model), **config.module_kwargs}
     datamodule_settings = {**task.datamodule_settings(config.model), **config.datamodule_kwargs}
     config = replace(
@@ -366,6 +375,10 @@ def resolve_config(config: FitConfig) -> tuple[Task, Variant, FitConfig]:
         max_epochs=config.max_epochs if config.max_epochs is not None else variant.max_epochs,
         batch_size=config.batch_size or datamodule_settings["batch_size"],
         lr=config.lr if config.lr is not None else module_settings["lr"],
+        **{
+            name: getattr(config, name) if getattr(config, name) is not None else datamodule_settings.get(name)
+            for name in TABLE_FLAGS
+        },
         module_kwargs={
             key: value
             for key, value in module_settings.items()

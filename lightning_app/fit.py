@@ -10,7 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lightning_app.cli import add_data_arguments, add_hardware_arguments, parse_limit, run_cli, task_help
+from lightning_app.cli import (
+    add_data_arguments,
+    add_hardware_arguments,
+    add_table_arguments,
+    parse_limit,
+    run_cli,
+    task_help,
+)
 from lightning_app.config import FitConfig, dump_config, parse_fit_settings, resolve_config
 from lightning_app.registry import TASKS
 from lightning_app.training import fit, format_summary
@@ -37,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ckpt-path", default=None, help="resume from this checkpoint, or 'last' for the task's newest last.ckpt"
     )
     add_data_arguments(parser)
+    add_table_arguments(parser)
     parser.add_argument(
         "--download",
         action="store_true",

@@ -1,6 +1,7 @@
 """``python -m lightning_app.predict --task NAME --ckpt PATH [INPUT ...]``: score raw inputs with a trained model.
 
-* titanic: a passenger CSV in the Kaggle columns; CSV output carries every input column plus the prediction;
+* titanic: a passenger CSV in the Kaggle columns, or for a model trained on another table a CSV with its feature
+  columns; CSV output carries every input column plus the prediction;
 * imdb: review texts as arguments and/or one per line of --input-file (UTF-8, split on "\\n" only); a blank
   line keeps its row, with empty label and probability (null in JSON), so output rows match input lines, and
   is counted in one warning on stderr; --skip-blank-lines leaves blank lines out instead;

@@ -23,6 +23,7 @@ from datamodules.covid import daily_from_state
 from datamodules.errors import DataError
 from datamodules.image_folder import read_image
 from datamodules.panels import read_panel
+from datamodules.tabular import TabularRow, parse_row
 from datamodules.text_files import decode_line, iter_raw_lines
 from datamodules.titanic import INPUT_COLUMNS, Passenger, parse_passenger
 from lightning_app.errors import UsageError
@@ -100,8 +101,51 @@ class PassengerRows(StreamedInputs):
         }
 
 
-def predict_titanic(module: TaskModule, request: PredictRequest) -> PassengerRows:
-    """Score a Kaggle-format passenger CSV; every input column comes back plus the survival columns."""
+class TableRows(StreamedInputs):
+    """A CSV table scored by a model trained on any table (``feature_set`` ``"generic"``), row by row; every input
+    column comes back plus ``<target>_predicted`` (the class name), ``probability`` (of that class) and
+    ``probability_<class>`` for each class.
+
+    Item: ``(line number, row or DataError)``; input: a :class:`~datamodules.tabular.TabularRow`. The file needs the
+    feature columns the model was trained with; the target and id columns may be there or not.
+    """
+
+    default_batch_size = 512
+
+    def __init__(self, path: Path, state: dict[str, Any]) -> None:
+        self.path = path
+        self.state = state
+        self.required = [spec["name"] for spec in state["columns"]]
+        input_columns = csv_header(path, self.required)
+        with contextlib.closing(iter_csv_rows(path, self.required)) as rows:
+            if next(rows, None) is None:
+                raise DataError(path, "file has a header but no data rows")
+        self.predicted = f"{state['target_column']}_predicted"
+        added = [self.predicted, "probability", *(f"probability_{name}" for name in state["class_names"])]
+        added = [column for column in added if column not in input_columns]
+        shown = [column for column in state["id_columns"] if column in input_columns]
+        self.columns = [*shown, self.predicted, "probability"]
+        self.all_columns = [*input_columns, *added]
+
+    def items(self) -> Iterator[CsvRow]:
+        return iter_csv_rows(self.path, self.required)
+
+    def prepare(self, item: CsvRow) -> tuple[TabularRow, dict[str, Any]]:
+        line, row = item
+        if isinstance(row, DataError):
+            raise row
+        return parse_row(self.path, line, row, self.state), row
+
+    def record(self, fields: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+        probabilities = {f"probability_{name}": value for name, value in score["probabilities"].items()}
+        return {**fields, self.predicted: score["label"], "probability": score["probability"], **probabilities}
+
+
+def predict_titanic(module: TaskModule, request: PredictRequest) -> PassengerRows | TableRows:
+    """Score a Kaggle-format passenger CSV (every input column comes back plus the survival columns), or, for a
+    model trained on another table, a CSV with that table's columns (see :class:`TableRows`)."""
+    if module.preprocessing.get("feature_set") == "generic":
+        return TableRows(_single_input_file(request, "CSV file"), module.preprocessing)
     return PassengerRows(_single_input_file(request, "passenger CSV file"))
 
 

@@ -104,7 +104,7 @@ TASKS: dict[str, Task] = {
     for task in (
         Task(
             name="titanic",
-            description="Titanic survival from passenger details (tabular, binary)",
+            description="Titanic survival from passenger details, or any CSV table via --data-dir (tabular)",
             datamodule=TitanicDataModule,
             module=TitanicModule,
             predictor=predict_titanic,

@@ -73,9 +73,12 @@ class FitResult:
 def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
     """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
     task, _, config = resolve_config(config)
-    # Only DataModules that cache preprocessed data take a cache folder, only those that draw a split or order a seed.
+    # Only DataModules that cache preprocessed data take a cache folder, only those that draw a split or order a seed,
+    # only those that read a table a target and id columns.
     optional_flags = {
-        name: getattr(config, name) for name in ("cache_dir", "seed") if accepts_argument(task.datamodule, name)
+        name: getattr(config, name)
+        for name in ("cache_dir", "seed", "target_column", "id_columns")
+        if accepts_argument(task.datamodule, name)
     }
     datamodule = task.datamodule(
         data_dir=config.data_dir,

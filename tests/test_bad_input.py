@@ -39,7 +39,8 @@ def keep_header_only(path: Path) -> None:
     [
         (lambda d: (d / "train.csv").unlink(), r"train\.csv: file not found"),
         (lambda d: (d / "train.csv").write_text(""), r"train\.csv: file is empty"),
-        (lambda d: rewrite(d / "train.csv", "Name,Sex,", "Name,Gender,"), r"train\.csv:1: missing column\(s\) \['Sex"),
+        # Without all of Titanic's columns train.csv is any table (a warning says so); test.csv lacks its 'Gender'.
+        (lambda d: rewrite(d / "train.csv", "Name,Sex,", "Name,Gender,"), r"test\.csv:1: missing column\(s\) \['Gend"),
         (
             lambda d: rewrite(d / "train.csv", ",male,55.0,", ",male,fifty-five,"),
             r"train\.csv:2: column 'Age' has non-numeric value 'fifty-five'",
@@ -48,6 +49,7 @@ def keep_header_only(path: Path) -> None:
         (lambda d: keep_header_only(d / "test.csv"), r"test\.csv: file has a header but no data rows"),
     ],
 )  # fmt: skip
+@pytest.mark.filterwarnings("ignore:.*not all of Titanic's columns")
 def test_titanic_bad_files(titanic_dir, damage, message):
     damage(titanic_dir)
     with pytest.raises(DataError, match=message):

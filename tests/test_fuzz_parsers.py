@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import io
 import itertools
+import json
 import math
 import os
 import shutil
@@ -230,6 +231,35 @@ def test_features_of_valid_passengers_are_finite(rows, holdout):
         assert tutorial.shape == (len(passengers), len(TUTORIAL_FEATURES))
         assert torch.isfinite(tutorial).all()
     assert all(math.isfinite(x) for x in [stats["age_fill"], stats["fare_fill"], *stats["mean"], *stats["std"]])
+
+
+TABLE_HEADER = ["id", "size", "colour", "label"]
+table_cells = {
+    "id": any_cell,
+    "size": cell(["1", "2.5", "", "NA", "?"], numeric=True),
+    "colour": cell(["red", "blue", "", "none", "<other>", "<missing>"]),
+    "label": cell(["a", "b", "c", "0", "1", ""]),
+}
+table_rows = st.lists(st.fixed_dictionaries(table_cells), min_size=0, max_size=12)
+
+
+@FUZZ
+@given(train=table_rows, test=table_rows, quoted=st.booleans())
+def test_any_table_setup_on_arbitrary_rows(train, test, quoted):
+    """Any table (the generic encoding): a DataError naming the file, or finite features and labels in range."""
+    with scratch_dir() as folder:
+        (folder / "train.csv").write_text(to_delimited(train, TABLE_HEADER, ",", quoted), encoding="utf-8")
+        (folder / "test.csv").write_text(to_delimited(test, TABLE_HEADER, ",", quoted), encoding="utf-8")
+        datamodule = TitanicDataModule(data_dir=folder, target_column="label", id_columns=["id"], val_fraction=0.3)
+        only_data_errors(datamodule.setup, "fit")
+        if datamodule.train_set is None:  # a DataError
+            return
+        json.dumps(datamodule.preprocessing_state())
+        sizes = datamodule.model_kwargs()
+        for split in (datamodule.train_set, datamodule.val_set, datamodule.test_set):
+            features, labels = split.tensors
+            assert features.shape[1] == sizes["num_features"] and torch.isfinite(features).all()
+            assert labels.min() >= 0 and labels.max() < sizes["num_classes"]
 
 
 # ---------------------------------------------------------------------------------------------- COVID-19

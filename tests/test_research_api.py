@@ -65,8 +65,24 @@ def test_every_variant_names_only_arguments_its_classes_take(task_name: str) -> 
         assert config.lr == task.module_settings(variant_name)["lr"]
 
 
-def test_the_readme_example_trains_the_model_fit_trains(tmp_path, monkeypatch, capsys) -> None:
+class FewBatchesTrainer(pl.Trainer):
+    """``pl.Trainer`` with two training batches and one validation batch per epoch (logged every step), no
+    progress bar."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        few = {"limit_train_batches": 2, "limit_val_batches": 1, "log_every_n_steps": 1, "enable_progress_bar": False}
+        super().__init__(*args, **{**kwargs, **few})
+
+
+@pytest.mark.parametrize(
+    "few_batches", [pytest.param(True, id="few-batches"), pytest.param(False, id="as-written", marks=pytest.mark.slow)]
+)
+def test_the_readme_example_trains_the_model_fit_trains(tmp_path, monkeypatch, capsys, few_batches) -> None:
+    """The example as written in the slow stage; the fast suite runs it with its Trainer limited to a few batches
+    per epoch (still its 30 epochs, test, reload and predictions)."""
     monkeypatch.chdir(tmp_path)  # the example's Trainer logs to ./lightning_logs
+    if few_batches:
+        monkeypatch.setattr(pl, "Trainer", FewBatchesTrainer)
     example = readme_python_blocks("Use the modules in your own code")[0]
     namespace: dict = {}
     exec(compile(example, "README.md", "exec"), namespace)

@@ -124,7 +124,7 @@ def test_unpromising_trials_are_pruned_and_counted(tmp_path, capsys, monkeypatch
 
 
 def test_search_resumes_after_a_kill_with_no_trial_lost_or_run_twice(tmp_path, capsys, kill_when_written):
-    args = tune_args(tmp_path, 4, 5)
+    args = tune_args(tmp_path, 4, 2)  # the kill comes as trial 1 starts, whatever the trials' length
     kill_when_written(tune_process(*args), study_dir(tmp_path) / "trial-1" / "config.yaml")
 
     assert run_cli(tune_main, args) == 2, "an existing study needs --resume"
@@ -141,7 +141,7 @@ def test_search_resumes_after_a_kill_with_no_trial_lost_or_run_twice(tmp_path, c
 
 
 def test_two_processes_share_one_study(tmp_path):
-    args = [*tune_args(tmp_path, 4, 5), "--resume"]  # --resume: create the study, or join it
+    args = [*tune_args(tmp_path, 4, 3), "--resume"]  # --resume: create the study, or join it
     processes = [tune_process(*args) for _ in range(2)]
     outputs = [process.communicate(timeout=300) for process in processes]
     for process, (out, err) in zip(processes, outputs, strict=True):

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lightning_app.cli import add_data_arguments, parse_devices, parse_limit
+from lightning_app.cli import add_data_arguments, add_table_arguments, parse_devices, parse_limit
 from lightning_app.config import FitConfig, resolve_config
 from lightning_app.errors import UsageError
 from lightning_app.registry import TASKS
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     fixed.add_argument("--limit-train-batches", type=parse_limit, default=None, metavar="N|FRACTION")
     fixed.add_argument("--limit-val-batches", type=parse_limit, default=None, metavar="N|FRACTION")
     add_data_arguments(parser)
+    add_table_arguments(parser)
     hardware = parser.add_argument_group("hardware (one device per trial; run one process per device)")
     hardware.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto (default: auto)")
     hardware.add_argument("--devices", type=parse_devices, default=1, help="one device: 1 or its index list")

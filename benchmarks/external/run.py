@@ -1,0 +1,448 @@
+"""This project's models and classical peers on the converted external datasets (issue #24's benchmark).
+
+    python -m benchmarks.external.fetch --all --from DIR      # once: raw files -> ~/.cache/lightning-app/external
+    python -m benchmarks.external --threads 1                  # every converted dataset; writes its RESULTS.md section
+    python -m benchmarks.external --datasets subj adult --output /tmp/RESULTS.md
+    python -m benchmarks.external --datasets trec --what project --seeds 3 --variants default
+
+Per dataset, on the converted ``train`` / ``test`` files, with the seeded train / validation split of train that
+the task's own DataModule carves (``datamodules.base.train_val_split`` with the DataModule's ``val_fraction``:
+10% for text and images, 15% for tables), on which each peer's setting is chosen:
+
+* text: the peers of :mod:`benchmarks.peers`, TF-IDF 1-2-grams + logistic regression and NBSVM-style 1-3-grams
+  (one-vs-rest for several classes);
+* table: :func:`benchmarks.peers.gradient_boosting` and a logistic regression, on every column but the target and
+  the id columns: numeric columns as numbers (missing: the training median plus a missing flag for the logistic
+  regression, NaN for gradient boosting; standardised for the logistic regression), the others one-hot with the
+  categories seen in training (missing is a category of its own);
+* image: no classical peer yet (the project's image task is the thing to run on them).
+
+This project's models (``--what project``) are trained by ``lightning_app.training.fit`` with ``--data-dir``
+pointing at the converted folder: text with the ``imdb`` task, tables with the ``titanic`` task (the dataset's
+target and id columns as ``--target-column`` / ``--id-columns``), images with the ``cifar2`` task; the variants
+``default`` (over ``--seeds`` seeds, ``--seed`` upwards) and ``tutorial`` (one seed; the titanic tutorial needs
+Titanic's columns, so tables get none). Their seconds are ``trainer.fit`` wall time.
+
+The test split is scored once per peer and per run. Rows are kept per (dataset, model), so a partial rerun
+replaces only the rows it produces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.external.datasets import BY_NAME, DATASETS, Dataset
+from benchmarks.external.fetch import default_cache_dir
+from benchmarks.peers import RESULTS, PeerScore, Row, gradient_boosting, nbsvm_logistic, tfidf_logistic
+from benchmarks.sections import EXTERNAL, MarkedSection
+from datamodules import Cifar2DataModule, IMDBDataModule, TitanicDataModule
+from datamodules.base import train_val_split
+from datamodules.text_files import label_values, read_labeled_texts
+
+#: The project's task that runs each kind of dataset, and the DataModule whose validation carve the peers share.
+TASK_OF_KIND = {"text": "imdb", "table": "titanic", "image": "cifar2"}
+DATAMODULE_OF_KIND = {"text": IMDBDataModule, "table": TitanicDataModule, "image": Cifar2DataModule}
+#: Variants run once per dataset kind (the titanic tutorial reads only Titanic's columns).
+VARIANTS_OF_KIND = {"text": ("default", "tutorial"), "table": ("default",), "image": ("default", "tutorial")}
+PROJECT_KIND = "this project"
+#: A hand-written reading of the results inside the section, carried over when the benchmark rewrites it.
+NOTES = MarkedSection("external_notes")
+
+
+def val_fraction(kind: str) -> float:
+    """The ``val_fraction`` default of the DataModule of ``kind``'s task: the peers carve validation as it does."""
+    return float(inspect.signature(DATAMODULE_OF_KIND[kind].__init__).parameters["val_fraction"].default)
+
+
+VAL_FRACTION = val_fraction("text")
+
+
+def _codes(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    values = label_values(labels)
+    index = {value: i for i, value in enumerate(values)}
+    return np.array([index[label] for label in labels]), values
+
+
+def text_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
+    train_labels, train_texts, _ = read_labeled_texts(folder / "train.tsv")
+    test_labels, test_texts, _ = read_labeled_texts(folder / "test.tsv")
+    y, values = _codes(train_labels + test_labels)
+    y_train, y_test = y[: len(train_labels)], y[len(train_labels) :]
+    fit_rows, val_rows = (part.numpy() for part in train_val_split(len(train_texts), VAL_FRACTION, seed, folder))
+    fit_texts, val_texts = [train_texts[i] for i in fit_rows], [train_texts[i] for i in val_rows]
+    rows = []
+    for model, peer in (
+        ("TF-IDF 1-2-grams + LogisticRegression", tfidf_logistic),
+        ("NBSVM-style 1-3-grams + LogisticRegression", nbsvm_logistic),
+    ):
+        score = peer(fit_texts, y_train[fit_rows], val_texts, y_train[val_rows], test_texts, y_test)
+        rows.append(_row(dataset, model, score, len(values)))
+    return rows
+
+
+# -- tables -----------------------------------------------------------------------------------------------
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        return header, [row for row in reader if row]
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+class TableEncoder:
+    """Numbers and one-hot categories, every statistic from the rows it is fitted on."""
+
+    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[str]]):
+        self.columns = list(columns)
+        self.numeric = [
+            all(_is_number(row[i]) for row in rows if row[i].strip()) for i in range(len(self.columns))
+        ]  # fmt: skip
+        self.categories = [
+            sorted({row[i].strip() for row in rows}) if not numeric else []
+            for i, numeric in enumerate(self.numeric)
+        ]  # fmt: skip
+        numbers = self._numbers(rows)
+        self.median = np.nanmedian(np.where(np.isnan(numbers), np.nan, numbers), axis=0) if numbers.size else numbers
+        self.median = np.nan_to_num(self.median)
+        filled = np.where(np.isnan(numbers), self.median, numbers)
+        self.mean, self.std = filled.mean(0), filled.std(0) + 1e-12
+
+    def _numbers(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
+        at = [i for i, numeric in enumerate(self.numeric) if numeric]
+        return np.array(
+            [[float(row[i]) if row[i].strip() else np.nan for i in at] for row in rows], dtype=np.float64
+        ).reshape(len(rows), len(at))
+
+    def _one_hot(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
+        blocks = []
+        for i, categories in enumerate(self.categories):
+            if self.numeric[i]:
+                continue
+            index = {category: k for k, category in enumerate(categories)}
+            block = np.zeros((len(rows), len(categories)))
+            for r, row in enumerate(rows):
+                k = index.get(row[i].strip())
+                if k is not None:
+                    block[r, k] = 1.0
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(rows), 0))
+
+    def for_trees(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
+        """Numbers as they are (NaN when missing) beside the one-hot categories."""
+        return np.concatenate([self._numbers(rows), self._one_hot(rows)], axis=1)
+
+    def for_linear(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
+        """Standardised numbers (missing: the median) and a missing flag per numeric column, one-hot categories."""
+        numbers = self._numbers(rows)
+        missing = np.isnan(numbers)
+        standard = (np.where(missing, self.median, numbers) - self.mean) / self.std
+        return np.concatenate([standard, missing.astype(np.float64), self._one_hot(rows)], axis=1)
+
+
+def table_logistic(x_fit, y_fit, x_val, y_val, x_test, y_test) -> PeerScore:
+    """Logistic regression (L2, lbfgs, multinomial for several classes), C chosen on validation."""
+    from sklearn.linear_model import LogisticRegression
+
+    def model(c: float) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=2000)
+
+    started = time.perf_counter()
+    grid = (0.01, 0.1, 1.0, 10.0)
+    scores = {c: model(c).fit(x_fit, y_fit).score(x_val, y_val) for c in grid}
+    best = max(grid, key=lambda c: scores[c])
+    fitted = model(best).fit(x_fit, y_fit)
+    seconds = time.perf_counter() - started
+    return PeerScore(float(fitted.score(x_test, y_test)), seconds, f"C={best}")
+
+
+def table_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
+    header, train = read_table(folder / "train.csv")
+    test_header, test = read_table(folder / "test.csv")
+    if test_header != header:
+        raise ValueError(f"{dataset.name}: train.csv and test.csv have different columns")
+    target = header.index(dataset.target)
+    features = [i for i, name in enumerate(header) if i != target and name not in dataset.id_columns]
+    y, values = _codes([row[target] for row in train] + [row[target] for row in test])
+    y_train, y_test = y[: len(train)], y[len(train) :]
+    split = train_val_split(len(train), val_fraction("table"), seed, folder)
+    fit_rows, val_rows = (part.numpy() for part in split)
+
+    def cells(rows: Sequence[Sequence[str]], index: np.ndarray | None = None) -> list[list[str]]:
+        chosen = rows if index is None else [rows[i] for i in index]
+        return [[row[i] for i in features] for row in chosen]
+
+    fit, val, test_cells = cells(train, fit_rows), cells(train, val_rows), cells(test)
+    encoder = TableEncoder([header[i] for i in features], fit)
+    boosted = gradient_boosting(
+        encoder.for_trees(fit), y_train[fit_rows], encoder.for_trees(val), y_train[val_rows],
+        encoder.for_trees(test_cells), y_test, seed,
+    )  # fmt: skip
+    linear = table_logistic(
+        encoder.for_linear(fit), y_train[fit_rows], encoder.for_linear(val), y_train[val_rows],
+        encoder.for_linear(test_cells), y_test,
+    )  # fmt: skip
+    return [
+        _row(dataset, "HistGradientBoostingClassifier", boosted, len(values)),
+        _row(dataset, "LogisticRegression (one-hot, standardised)", linear, len(values)),
+    ]
+
+
+def _row(dataset: Dataset, model: str, score: PeerScore, classes: int) -> Row:
+    note = f"{score.chosen} chosen on validation; {classes} classes"
+    return Row(dataset.name, model, "scikit-learn", "test/acc", [score.accuracy], [score.seconds], note)
+
+
+# -- this project's models -------------------------------------------------------------------------------
+def project_model_name(kind: str, variant: str) -> str:
+    return f"{TASK_OF_KIND[kind]} task, {variant}"
+
+
+def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants: Sequence[str]) -> list[Row]:
+    """Fit this project's task for ``dataset.kind`` on ``folder``: ``default`` over ``seeds``, others on the first."""
+    from lightning_app.training import FitConfig, fit, resolve_config
+    from lightning_app.warning_filters import silence_harmless_warnings
+
+    silence_harmless_warnings()
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    task = TASK_OF_KIND[dataset.kind]
+    table = {"target_column": dataset.target, "id_columns": list(dataset.id_columns)} if dataset.kind == "table" else {}
+    rows = []
+    for variant in [v for v in variants if v in VARIANTS_OF_KIND[dataset.kind]]:
+        values, seconds = [], []
+        for seed in seeds if variant == "default" else seeds[:1]:
+            with tempfile.TemporaryDirectory() as scratch:
+                config = FitConfig(task=task, model=variant, seed=seed, data_dir=str(folder), log_dir=scratch,
+                                   accelerator="cpu", enable_progress_bar=False, **table)  # fmt: skip
+                result = fit(config)
+            values.append(result.metrics["test/acc"])
+            seconds.append(result.train_seconds)
+            print(f"{dataset.name} {task}/{variant} seed {seed}: test/acc {values[-1]:.4f}, "
+                  f"trainer.fit {seconds[-1]:.1f} s", flush=True)  # fmt: skip
+        ran = "seeds " + ",".join(str(seed) for seed in (seeds if variant == "default" else seeds[:1]))
+        epochs = resolve_config(FitConfig(task=task, model=variant))[2].max_epochs
+        note = f"{ran}; {epochs} epoch(s); the variant's settings, --data-dir the converted folder"
+        rows.append(Row(dataset.name, project_model_name(dataset.kind, variant), PROJECT_KIND, "test/acc", values,
+                        seconds, note))  # fmt: skip
+    return rows
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def rows_for(
+    dataset: Dataset,
+    cache_dir: Path,
+    seed: int,
+    what: Sequence[str] = ("peers", "project"),
+    seeds: int = 1,
+    variants: Sequence[str] = ("default", "tutorial"),
+) -> list[Row]:
+    folder = cache_dir / dataset.name
+    rows = []
+    if "peers" in what and dataset.kind == "text":
+        rows += text_peers(dataset, folder, seed)
+    if "peers" in what and dataset.kind == "table":
+        rows += table_peers(dataset, folder, seed)
+    if "project" in what:
+        rows += project_rows(dataset, folder, [seed + k for k in range(seeds)], variants)
+    return rows
+
+
+def dataset_table(cache_dir: Path) -> list[str]:
+    import json
+
+    lines = [
+        "| dataset | kind | classes | train / test | source | split |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for dataset in DATASETS:
+        provenance = cache_dir / dataset.name / "provenance.json"
+        rows = json.loads(provenance.read_text())["rows"] if provenance.is_file() else None
+        sizes = f"{sum(rows['train'].values()):,} / {sum(rows['test'].values()):,}" if rows else "not converted"
+        source = f"{dataset.source.repo}@{dataset.source.commit[:10]}"
+        lines.append(f"| {dataset.name} | {dataset.kind} | {dataset.classes} | {sizes} | {source} | {dataset.split} |")
+    return lines
+
+
+def _sklearn_version() -> str:
+    import sklearn
+
+    return sklearn.__version__
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+
+
+def kept_rows(output: Path, replaced: Iterable[str | tuple[str, str]]) -> list[str]:
+    """The rows of the external section in ``output`` that this run does not replace.
+
+    ``replaced`` holds dataset names (every row of the dataset goes) or ``(dataset, model)`` pairs (that row goes).
+    """
+    replaced = set(replaced)
+    lines = (EXTERNAL.read(output) or "").splitlines()
+    rows = [line for line in lines if line.count(" | ") == 7]  # the long table's 8 columns
+    return [
+        row for row in rows
+        if _cells(row)[0] in BY_NAME and _cells(row)[0] not in replaced and tuple(_cells(row)[:2]) not in replaced
+    ]  # fmt: skip
+
+
+@dataclass
+class Parsed:
+    """A row of the long table read back: the median value and seconds, the range as written, the runs."""
+
+    dataset: str
+    model: str
+    kind: str
+    value: float
+    value_text: str
+    seconds: float
+    seconds_text: str
+    runs: int
+
+    @classmethod
+    def of(cls, line: str) -> Parsed:
+        dataset, model, kind, _, value, seconds, runs, _ = _cells(line)
+        return cls(dataset, model, kind, float(value.split()[0]), value, float(seconds.split()[0]), seconds, int(runs))
+
+
+def summary_table(lines: Sequence[str], train_rows: dict[str, int]) -> list[str]:
+    """One line per dataset: this project's default and tutorial against the best classical peer."""
+    parsed = [Parsed.of(line) for line in lines]
+    out = [
+        "| dataset | kind | classes | train rows | default: median (range), seeds | tutorial | best peer | "
+        "default - peer (points) | default s | peer s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for dataset in DATASETS:
+        mine = [row for row in parsed if row.dataset == dataset.name]
+        if not mine:
+            continue
+        default = next((row for row in mine if row.model == project_model_name(dataset.kind, "default")), None)
+        tutorial = next((row for row in mine if row.model == project_model_name(dataset.kind, "tutorial")), None)
+        peers = [row for row in mine if row.kind == "scikit-learn"]
+        peer = max(peers, key=lambda row: row.value) if peers else None
+        tutorial_text = (
+            f"{tutorial.value_text}" if tutorial
+            else "n/a (Titanic's columns only)" if dataset.kind == "table" else "not run"
+        )  # fmt: skip
+        rows = train_rows.get(dataset.name)
+        out.append(
+            f"| {dataset.name} | {dataset.kind} | {dataset.classes} | {f'{rows:,}' if rows else '?'} | "
+            f"{f'{default.value_text}, {default.runs}' if default else 'not run'} | {tutorial_text} | "
+            f"{f'{peer.model}: {peer.value:.4f}' if peer else '—'} | "
+            f"{f'{100 * (default.value - peer.value):+.1f}' if default and peer else '—'} | "
+            f"{default.seconds_text if default else '—'} | {peer.seconds_text if peer else '—'} |"
+        )
+    return out
+
+
+def _train_rows(cache_dir: Path) -> dict[str, int]:
+    import json
+
+    counts = {}
+    for dataset in DATASETS:
+        provenance = cache_dir / dataset.name / "provenance.json"
+        if provenance.is_file():
+            counts[dataset.name] = sum(json.loads(provenance.read_text())["rows"]["train"].values())
+    return counts
+
+
+def section(
+    rows: Sequence[Row],
+    cache_dir: Path,
+    seed: int,
+    threads: int | None = None,
+    earlier_rows: Sequence[str] = (),
+    notes: str | None = None,
+) -> str:
+    order = [dataset.name for dataset in DATASETS]
+    table = sorted(
+        [*earlier_rows, *(row.markdown() for row in rows)],
+        key=lambda line: (order.index(_cells(line)[0]), _cells(line)[2] == PROJECT_KIND, _cells(line)[1]),
+    )  # per dataset: the peers, then this project's variants, each by name (whichever run wrote them)
+    lines = [
+        EXTERNAL.start,
+        "### External datasets: this project's models and classical peers (`python -m benchmarks.external`)",
+        "",
+        f"Last run on this machine ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), seed {seed}"
+        + (f", {threads} torch / BLAS / OpenMP thread(s)" if threads else "")
+        + f", scikit-learn {_sklearn_version()}"
+        + "; data converted "
+        "by `python -m benchmarks.external.fetch` (sources, digests and licences: `benchmarks/external/README.md`). "
+        "Validation is the seeded part of train that the task's DataModule carves (10% for text and images, 15% "
+        "for tables); each peer's setting is chosen on it, the test split scored once per run. This project's "
+        "models run with their variant's settings unchanged (text: the `imdb` task, tables: `titanic`, images: "
+        "`cifar2`), `--data-dir` the converted folder. Seconds: for this project `trainer.fit` wall time, for a "
+        "peer its training (vectorising and the setting search included)."
+        + (" Rows of datasets or models not in the last run come from an earlier one." if earlier_rows else ""),
+        "",
+        *dataset_table(cache_dir),
+        "",
+        *summary_table(table, _train_rows(cache_dir)),
+        "",
+        *([notes, ""] if notes else []),
+        "Every run:",
+        "",
+        "| dataset | model | kind | metric | value | train s | runs | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *table,
+        EXTERNAL.end,
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="*", default=None, choices=sorted(BY_NAME), metavar="NAME")
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="limit torch, BLAS and OpenMP threads (OpenMP busy-waits when loaded)")  # fmt: skip
+    parser.add_argument("--what", nargs="+", default=["peers", "project"], choices=["peers", "project"],
+                        help="classical peers, this project's models, or both (default)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1, help="seeds of this project's default variant (default 1)")
+    parser.add_argument("--variants", nargs="+", default=["default", "tutorial"], choices=["default", "tutorial"])
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.threads)
+        torch.set_num_threads(args.threads)
+    cache_dir = (args.cache_dir or default_cache_dir()).expanduser()
+    chosen = [BY_NAME[name] for name in args.datasets] if args.datasets else list(DATASETS)
+    rows = []
+    for dataset in chosen:
+        if not (cache_dir / dataset.name / "provenance.json").is_file():
+            print(f"{dataset.name}: not converted (python -m benchmarks.external.fetch {dataset.name}); skipped")
+            continue
+        found = rows_for(dataset, cache_dir, args.seed, args.what, args.seeds, args.variants)
+        for row in found:
+            print(row.markdown(), flush=True)
+        rows += found
+    earlier = kept_rows(args.output, [(row.task, row.model) for row in rows])
+    notes = NOTES.read(args.output)
+    EXTERNAL.write(section(rows, cache_dir, args.seed, args.threads, earlier, notes), args.output)
+    print(f"wrote the external section of {args.output}")
+
+
+if __name__ == "__main__":
+    main()
