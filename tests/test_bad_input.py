@@ -76,7 +76,7 @@ def test_covid_bad_files(covid_dir, damage, message):
 def test_too_short_series_says_how_many_days_are_needed(covid_dir):
     path = covid_dir / "covid-19.csv"
     path.write_text("\n".join(path.read_text().splitlines()[:20]) + "\n")
-    with pytest.raises(DataError, match=r"19 days give 10 windows of 8 days: too few for 7 validation and 7 test days"):
+    with pytest.raises(DataError, match=r"19 days give 4 windows of 14 days: too few for 7 validation and 7 test days"):
         Covid19DataModule(data_dir=covid_dir).setup("fit")
 
 

@@ -36,6 +36,8 @@ def test_each_task_builds_the_optimizer_its_hyperparameters_name():
     module = TitanicModule(net="tutorial", optimizer="adam", lr=1e-2)
     _same_optimizer(module.configure_optimizers(), torch.optim.Adam(module.parameters(), lr=1e-2))
     module = Covid19Module()
+    _same_optimizer(module.configure_optimizers(), torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=1e-4))
+    module = Covid19Module(net="log_trend", optimizer="adam", lr=0.01, weight_decay=0.0)
     _same_optimizer(module.configure_optimizers(), torch.optim.Adam(module.parameters(), lr=0.01, weight_decay=0.0))
     module = Covid19Module(net="tutorial", optimizer="adagrad", lr=0.1, weight_decay=1e-4)
     _same_optimizer(module.configure_optimizers(), torch.optim.Adagrad(module.parameters(), lr=0.1, weight_decay=1e-4))
@@ -75,7 +77,7 @@ def test_unknown_optimizer_or_schedule_names_the_choices():
     with pytest.raises(ValueError, match="unknown Titanic optimizer 'sgd'; choose from 'adamw', 'adam'"):
         TitanicModule(optimizer="sgd")
     with pytest.raises(ValueError, match="unknown COVID-19 optimizer"):
-        Covid19Module(optimizer="adamw")
+        Covid19Module(optimizer="sgd")
     assert set(OPTIMIZERS) == {"adam", "adamw", "adagrad", "sgd"}
 
 

@@ -113,7 +113,7 @@ def test_coverage_is_close_to_nominal_on_a_synthetic_panel_with_known_noise(tmp_
     module = Covid19Module(**dm.model_kwargs(), preprocessing=dm.preprocessing_state())
     optimizer = module.configure_optimizers()
     best_score, best_state = math.inf, None
-    for step in range(1, 201):
+    for step in range(1, 141):
         optimizer.zero_grad()
         module.shared_step(dm.train_set.tensors)["loss"].backward()
         optimizer.step()

@@ -219,6 +219,7 @@ def test_checkpoint_of_another_task_is_a_one_line_error(trained, tmp_path, capsy
     assert "a checkpoint of task 'covid19', not 'titanic'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two interpreters and a process group: 14 s; tests/test_distributed.py's DDP checks run there too
 def test_two_cpu_processes_train_titanic_with_ddp(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = fit_process(

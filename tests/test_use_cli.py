@@ -171,7 +171,7 @@ def test_a_checkpoint_of_another_network_version_is_a_one_line_error(trained, ca
     for main, argv in _using_cli_argv("covid19", checkpoint).items():
         code, out, err = run(main, argv, capsys)
         assert code == 2 and out == "" and len(err) == 1, (main.__module__, err)
-        assert f"{checkpoint}: its weights do not fit this version's covid19 network 'log_trend'" in err[0]
+        assert f"{checkpoint}: its weights do not fit this version's covid19 network 'quantile_mlp'" in err[0]
         assert all(part in err[0] for part in expected), err[0]
     assert not list(tmp_path.glob("*-x"))
 
