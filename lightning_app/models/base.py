@@ -19,8 +19,9 @@ Stage = Literal["train", "val", "test"]
 STAGES: tuple[Stage, ...] = ("train", "val", "test")
 
 
-#: Step outputs the base reads itself; paired metrics get every other output by name.
-_OWN_KEYS = ("loss", "preds", "target")
+#: Step outputs the base reads itself; paired metrics get every other output by name. ``loss_weight`` (optional,
+#: a scalar): what the step's loss counts in the epoch's mean loss (default: the number of targets).
+_OWN_KEYS = ("loss", "loss_weight", "preds", "target")
 
 #: Prefix of the ``net`` hyperparameter of a module built around a network passed in as an ``nn.Module``.
 CUSTOM_NET_PREFIX = "custom:"
@@ -204,9 +205,13 @@ class TaskModule(pl.LightningModule):
         if not pending:
             return
         losses = torch.stack([step["loss"] for step in pending])
-        weights = torch.tensor([len(step["target"]) for step in pending], device=losses.device)
-        getattr(self, f"{stage}_loss").update(losses, weight=weights)
-        batched = {key: torch.cat([step[key] for step in pending]) for key in pending[0] if key != "loss"}
+        weights = torch.stack(
+            [torch.as_tensor(step.get("loss_weight", len(step["target"])), device=losses.device) for step in pending]
+        )
+        getattr(self, f"{stage}_loss").update(losses, weight=weights.to(losses.dtype))
+        batched = {
+            key: torch.cat([step[key] for step in pending]) for key in pending[0] if key not in ("loss", "loss_weight")
+        }
         pending.clear()
         self.update_metrics(stage, batched)
 

@@ -230,12 +230,19 @@ class Covid19Module(TaskModule):
         if self.direct_quantiles:
             log_quantiles = self.net.forward_log(window)
             loss = masked_log_pinball_loss(log_quantiles, target)
+            # The loss is a mean over the scored days: weigh it by them in the epoch's mean, so that the logged
+            # loss of a split does not depend on how it is cut into batches or shared between processes.
+            weight = (~target.isnan()).sum()
             preds = torch.expm1(log_quantiles[:, 0, :, level_index(0.5)].clamp(0, MAX_LOG_COUNT))
-        else:
-            preds = self(window)
-            loss = self.point_loss(preds, next_day, window[:, -1, :])
+            return {"loss": loss, "loss_weight": weight, **self._one_day_outputs(preds, next_day, window)}
+        preds = self(window)
+        loss = self.point_loss(preds, next_day, window[:, -1, :])
+        return {"loss": loss, **self._one_day_outputs(preds, next_day, window)}
+
+    @staticmethod
+    def _one_day_outputs(preds: torch.Tensor, next_day: torch.Tensor, window: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The one-day forecast beside persistence and the damped log-trend, as the one-day metrics read them."""
         return {
-            "loss": loss,
             "preds": preds,
             "target": next_day,
             "baseline": window[:, -1, :].contiguous(),
@@ -338,7 +345,9 @@ class Covid19Module(TaskModule):
             values[f"{stage}/{name.replace('mae', 'mae_median', 1) if name.startswith('mae') else name}"] = value
         if stage == "test":
             names = self.panel_names
-            for index, figures in scores.per_series().items():
+            with scores.sync_context():  # per_series reads the states: those of every process
+                per_series = scores.per_series()
+            for index, figures in per_series.items():
                 label = names[index] if index < len(names) else f"series{index}"
                 values.update({f"test/series/{label}/{name}": torch.tensor(figures[name]) for name in SERIES_FIGURES})
         scores.reset()
