@@ -358,7 +358,11 @@ def test_nb_ratios_fitted_block_by_block_equal_the_whole_table_formula(monkeypat
     torch.testing.assert_close(net.nb_ratio, expected.float())
 
 
-@pytest.mark.parametrize("labels", [("neg", "pos"), ("sports", "politics", "weather")])
+@pytest.mark.parametrize(
+    "labels",
+    # Three classes train 11 s: run in the slow stage; the fast suite keeps two string labels and test_cli_multiclass.
+    [("neg", "pos"), pytest.param(("sports", "politics", "weather"), marks=pytest.mark.slow)],
+)
 def test_default_model_learns_short_separable_sentences_with_string_labels(tmp_path: Path, labels, capsys) -> None:
     cues = {label: [f"{label}{k}" for k in range(6)] for label in labels}
     rng = random.Random(0)

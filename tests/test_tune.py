@@ -140,6 +140,7 @@ def test_search_resumes_after_a_kill_with_no_trial_lost_or_run_twice(tmp_path, c
         assert (study_dir(tmp_path) / f"trial-{number}" / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # two interpreters, 11 s: the fast suite keeps the one-process studies
 def test_two_processes_share_one_study(tmp_path):
     args = [*tune_args(tmp_path, 4, 3), "--resume"]  # --resume: create the study, or join it
     processes = [tune_process(*args) for _ in range(2)]
