@@ -184,8 +184,7 @@ class Covid19DataModule(TaskDataModule):
         splits: dict[str, list[tuple[torch.Tensor, ...]]] = {"train": [], "val": [], "test": []}
         self.daily, self.daily_dates = [], []
         for index, one in enumerate([*series, *extra]):
-            daily = daily_differences(one.values) if lost else one.values
-            dates = one.dates[lost:]
+            dates, daily = one.daily(self.hparams.counts)
             self.daily.append(daily)
             self.daily_dates.append(dates)
             samples = forecast_samples(daily, window, horizon, index, self.split_starts(len(daily)))

@@ -24,7 +24,14 @@ from pathlib import Path
 import torch
 
 from datamodules.base import csv_header, read_csv_rows
-from datamodules.count_series import DATE_COLUMN, Counts, parse_count_rows, read_counts, sniff_delimiter
+from datamodules.count_series import (
+    DATE_COLUMN,
+    Counts,
+    daily_differences,
+    parse_count_rows,
+    read_counts,
+    sniff_delimiter,
+)
 from datamodules.errors import DataError
 
 #: The file a series folder holds (as ``--data-dir`` does today).
@@ -49,6 +56,13 @@ class Series:
     dates: list[str]
     columns: list[str]
     values: torch.Tensor
+
+    def daily(self, counts: Counts) -> tuple[list[str], torch.Tensor]:
+        """The daily values ``float32[T, C]`` and their dates: ``values`` themselves for ``counts="daily"``, their
+        day-over-day differences (without the first date) for cumulative totals."""
+        if counts == "cumulative":
+            return self.dates[1:], daily_differences(self.values)
+        return self.dates, self.values
 
 
 def read_panel(

@@ -52,7 +52,6 @@ from pytorch_lightning.loggers import CSVLogger
 from tqdm.auto import tqdm
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule
-from datamodules.count_series import daily_differences
 from datamodules.covid import BUNDLED_PANEL
 from datamodules.errors import DataError
 from datamodules.files import atomic_write_bytes
@@ -147,13 +146,6 @@ def default_panel() -> list[Series]:
 def truncated(series: Series, days: int) -> Series:
     """``series`` with its first ``days`` rows only."""
     return replace(series, dates=series.dates[:days], values=series.values[:days])
-
-
-def daily_values(series: Series, counts: str) -> tuple[list[str], torch.Tensor]:
-    """The series' daily values ``float32[T, C]`` and their dates, as the DataModule computes them."""
-    if counts == "cumulative":
-        return series.dates[1:], daily_differences(series.values)
-    return series.dates, series.values
 
 
 def check_lengths(series: Sequence[Series], origins: int, window: int, counts: str) -> None:
@@ -387,7 +379,7 @@ def run_backtest(
     if not 2 <= settings.folds <= len(series):
         raise UsageError(f"--folds must be between 2 and the number of series ({len(series)}), got {settings.folds}")
     check_lengths(series, settings.origins, window, counts)
-    daily = {one.name: daily_values(one, counts) for one in series}
+    daily = {one.name: one.daily(counts) for one in series}
     columns = series[0].columns
     result = BacktestResult(settings.model, [])
     trains = settings.model != BASELINE

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from datamodules.base import CsvRow, csv_header, iter_csv_rows
-from datamodules.count_series import daily_differences
 from datamodules.covid import daily_from_state
 from datamodules.errors import DataError
 from datamodules.image_folder import read_image
@@ -272,12 +271,7 @@ def _series_to_forecast(module: Any, request: PredictRequest) -> list[tuple[str,
         if series[0].columns != list(state["columns"]):
             raise UsageError(f"{paths[0]}: columns {series[0].columns} differ from the model's {state['columns']}")
         return [
-            (
-                one.name,
-                one.dates[1:] if cumulative else one.dates,
-                daily_differences(one.values) if cumulative else one.values,
-                one.values[-1] if cumulative else None,
-            )
+            (one.name, *one.daily(state.get("counts", "cumulative")), one.values[-1] if cumulative else None)
             for one in series
         ]
     stored = state.get("panel") or [state]
