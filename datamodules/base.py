@@ -106,6 +106,15 @@ class TaskDataModule(pl.LightningDataModule):
     def model_kwargs(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def data_profile(self) -> dict[str, int | float]:
+        """After ``setup("fit")``: numbers about the training split that settings may follow (a registry
+        variant's ``data_rules``): ``train_size`` (training rows), the integer sizes of :meth:`model_kwargs`
+        (``num_classes``, ``num_features``, ``vocab_size``, ...) and what a subclass adds (text lengths)."""
+        if self.train_set is None:
+            raise RuntimeError(f"call {type(self).__name__}.setup() before data_profile()")
+        sizes = {name: value for name, value in self.model_kwargs().items() if type(value) is int}
+        return {"train_size": len(self.train_set), **sizes}  # type: ignore[arg-type]
+
     def preprocessing_state(self) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -375,6 +375,14 @@ class IMDBDataModule(TaskDataModule):
             "max_len": state["max_len"],
         }
 
+    def data_profile(self) -> dict[str, int | float]:
+        """The base profile plus ``mean_tokens``: the training texts' mean length in tokens (at most ``max_len``)."""
+        train = self.train_set
+        if not isinstance(train, PaddedRaggedRows):
+            raise RuntimeError("call setup() before data_profile()")
+        lengths = (train.offsets[1:] - train.offsets[:-1])[train.order]
+        return {**super().data_profile(), "mean_tokens": float(lengths.double().mean())}
+
     def preprocessing_state(self) -> dict[str, Any]:
         """JSON-able: tokenizer name, ``max_len``, sides, vocabulary list (id = position), labels and class names."""
         if self._state is None:

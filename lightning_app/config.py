@@ -30,9 +30,11 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from datamodules import TaskDataModule
 from datamodules.files import atomic_write_bytes
 from lightning_app.errors import UsageError
 from lightning_app.registry import Task, Variant, get_task
+from lightning_app.tune.params import ARGUMENT_PREFIXES
 
 CONFIG_FILE_NAME = "config.yaml"
 #: Written for the record and ignored on reading.
@@ -387,6 +389,37 @@ def resolve_config(config: FitConfig) -> tuple[Task, Variant, FitConfig]:
         datamodule_kwargs={key: value for key, value in datamodule_settings.items() if key not in DATAMODULE_FLAGS},
     )
     return task, variant, config
+
+
+def apply_params(config: FitConfig, params: Mapping[str, Any]) -> FitConfig:
+    """``config`` with ``params`` set, keyed as search spaces and data rules key them: ``fit`` flags directly
+    (``lr``), class arguments in their dicts (``module_kwargs.hidden``)."""
+    changes: dict[str, Any] = {name: value for name, value in params.items() if "." not in name}
+    for prefix in ARGUMENT_PREFIXES:
+        arguments = {name.partition(".")[2]: value for name, value in params.items() if name.startswith(f"{prefix}.")}
+        if arguments:
+            changes[prefix] = {**getattr(config, prefix), **arguments}
+    return replace(config, **changes)
+
+
+def settings_from_data(config: FitConfig, datamodule: TaskDataModule) -> dict[str, Any]:
+    """What the variant's data rules give for ``datamodule`` (set up for fitting), for the settings ``config``
+    leaves unset (``None`` flags, arguments absent from ``module_kwargs``): an unresolved config, as the user gave
+    it. A config already through :func:`resolve_config` sets everything, so it gets nothing."""
+    try:
+        variant = get_task(config.task).variant(config.model)
+    except KeyError as err:
+        raise UsageError(err.args[0]) from None
+
+    def is_unset(setting: str) -> bool:
+        prefix, _, name = setting.rpartition(".")
+        return name not in getattr(config, prefix) if prefix else getattr(config, name) is None
+
+    unset = [rule for rule in variant.data_rules if is_unset(rule.setting)]
+    if not unset:
+        return {}
+    profile = datamodule.data_profile()
+    return {rule.setting: rule(profile) for rule in unset}
 
 
 def find_last_checkpoint(log_dir: str | Path, task: str) -> Path | None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from datamodules import Cifar2DataModule, Covid19DataModule, IMDBDataModule, TaskDataModule, TitanicDataModule
+from lightning_app.data_rules import DataRule
 from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TaskModule, TitanicModule
 from lightning_app.predictors import (
     Prediction,
@@ -52,6 +53,8 @@ class Variant:
     #: What ``python -m lightning_app.tune`` searches: ``fit`` flags (``lr``, ``batch_size``, ``max_epochs``) or
     #: ``module_kwargs.<name>`` / ``datamodule_kwargs.<name>``; the variant's own values lie inside (trial 0).
     search_space: dict[str, Param] = field(default_factory=dict)
+    #: Settings computed from the training data's profile where the user set nothing (:mod:`lightning_app.data_rules`).
+    data_rules: tuple[DataRule, ...] = ()
 
 
 @dataclass(frozen=True)

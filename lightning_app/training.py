@@ -32,11 +32,13 @@ from lightning_app.config import (
     FitConfig,
     SaveRunConfig,
     accepts_argument,
+    apply_params,
     build_trainer,
     find_last_checkpoint,
     resolve_accelerator,
     resolve_config,
     resolve_resume,
+    settings_from_data,
 )
 from lightning_app.errors import TrainingInterrupted, UsageError
 from lightning_app.models import TaskModule
@@ -60,6 +62,8 @@ class FitResult:
     #: The run's extra summary blocks (``lightning_app.reporting.summary_sections``) and the metric keys they show.
     sections: list[str] = field(default_factory=list)
     section_keys: set[str] = field(default_factory=set)
+    #: The settings the variant's data rules gave (``max_epochs``, ``module_kwargs.<name>``), where none was set.
+    settings_from_data: dict[str, Any] = field(default_factory=dict)
     #: False in the other processes of a multi-process run, which should stay quiet.
     is_global_zero: bool = True
 
@@ -70,8 +74,8 @@ class FitResult:
         return f"tensorboard --logdir {Path(self.log_dir).parent}"
 
 
-def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
-    """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
+def build_datamodule(config: FitConfig) -> TaskDataModule:
+    """The task's DataModule for ``config``, prepared and set up for fitting."""
     task, _, config = resolve_config(config)
     # Only DataModules that cache preprocessed data take a cache folder, only those that draw a split or order a seed,
     # only those that read a table a target and id columns.
@@ -87,15 +91,32 @@ def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, Task
         **optional_flags,
         **config.datamodule_kwargs,
     )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def resolve_for_data(config: FitConfig, datamodule: TaskDataModule) -> tuple[FitConfig, dict[str, Any]]:
+    """``config`` resolved, the variant's data rules filling in what it leaves unset (see
+    :mod:`lightning_app.data_rules`), and the settings those rules gave (``{}`` for a resolved ``config``)."""
+    from_data = settings_from_data(config, datamodule)
+    return resolve_config(apply_params(config, from_data))[2], from_data
+
+
+def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
+    """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
+    datamodule = build_datamodule(config)
     return datamodule, build_module(config, datamodule)
 
 
 def build_module(config: FitConfig, datamodule: TaskDataModule) -> TaskModule:
     """Set up ``datamodule`` (any DataModule of ``config.task``, e.g. one built from series in memory) and build the
-    task's LightningModule with the sizes and state it gives."""
-    task, _, config = resolve_config(config)
+    task's LightningModule with the sizes and state it gives (and the settings that follow it, where ``config``
+    leaves them unset)."""
+    task = resolve_config(config)[0]
     datamodule.prepare_data()
     datamodule.setup("fit")
+    config, _ = resolve_for_data(config, datamodule)
     module = task.module(
         **config.module_kwargs,
         **datamodule.model_kwargs(),
@@ -140,10 +161,11 @@ class _RunOutputs:
 
 
 def prepare_run(config: FitConfig) -> tuple[Task, FitConfig, str | None, int | None]:
-    """The task, the resolved settings (full data fetched under ``download``) and the checkpoint and logger
-    version to resume; every setting that cannot work fails here, before anything is written."""
-    task, _, config = resolve_config(config)
-    resolve_accelerator(config.hardware)  # fail on impossible device flags before touching data
+    """The task, the settings as given (with the full data's folder under ``download``: those that follow the
+    data are resolved once it is set up) and the checkpoint and logger version to resume; every setting that
+    cannot work fails here, before anything is written."""
+    task, _, resolved = resolve_config(config)
+    resolve_accelerator(resolved.hardware)  # fail on impossible device flags before touching data
     if config.download:
         if task.name not in FULL_DATASETS:
             raise UsageError(
@@ -225,7 +247,9 @@ def fit(
     started = time.perf_counter()
     task, config, resume_from, resume_version = prepare_run(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule, model = build_datamodule_and_module(config)
+    datamodule = build_datamodule(config)
+    config, from_data = resolve_for_data(config, datamodule)
+    model = build_module(config, datamodule)
     outputs = _run_outputs(config, task, model, resume_version if resume_version is not None else run_version)
     trainer = _run_trainer(config, task, datamodule, outputs, callbacks, trainer_kwargs or {})
     hparams = _hyperparameters(config, task, model, datamodule)
@@ -265,6 +289,7 @@ def fit(
         baseline_name=model.baseline_name,
         sections=sections,
         section_keys=section_keys,
+        settings_from_data=from_data,
         is_global_zero=trainer.is_global_zero,
     )
 
@@ -340,6 +365,10 @@ def _checkpoint_epoch(path: Path) -> str:
 def format_summary(result: FitResult) -> str:
     """A plain-text report: metrics table (model beside its baseline), checkpoint, TensorBoard command."""
     lines = [f"{result.task} ({result.model}) finished in {result.seconds:.1f} s", ""]
+    if result.settings_from_data:
+        settings = result.settings_from_data.items()
+        chosen = ", ".join(f"{name.removeprefix('module_kwargs.')} {value}" for name, value in settings)
+        lines += [f"set from the training data (flags override): {chosen}", ""]
     main = {key: value for key, value in result.metrics.items() if key not in result.section_keys}
     lines += [metrics_table(main, result.baseline_name), ""]
     lines += [line for section in result.sections for line in (section, "")]

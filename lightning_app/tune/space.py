@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
-from lightning_app.config import FitConfig, check_arguments, resolve_config
+from lightning_app.config import FitConfig, apply_params, check_arguments, resolve_config
 from lightning_app.errors import UsageError
 from lightning_app.registry import TASKS, Task
 from lightning_app.tune.params import ARGUMENT_PREFIXES, SYNTAX, TUNABLE_FLAGS, Param, describe, parse_param
@@ -21,16 +20,6 @@ def tunable_defaults(task: Task, model: str | None) -> dict[str, Any]:
     for prefix in ARGUMENT_PREFIXES:
         defaults.update({f"{prefix}.{name}": value for name, value in getattr(resolved, prefix).items()})
     return defaults
-
-
-def apply_params(config: FitConfig, params: dict[str, Any]) -> FitConfig:
-    """``config`` with sampled ``params`` (search-space keys) set: flags directly, class arguments in their dicts."""
-    changes: dict[str, Any] = {name: value for name, value in params.items() if "." not in name}
-    for prefix in ARGUMENT_PREFIXES:
-        arguments = {name.partition(".")[2]: value for name, value in params.items() if name.startswith(f"{prefix}.")}
-        if arguments:
-            changes[prefix] = {**getattr(config, prefix), **arguments}
-    return replace(config, **changes)
 
 
 def check_search_space(task: Task, model: str | None, space: dict[str, Param], where: str) -> None:

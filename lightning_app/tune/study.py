@@ -13,11 +13,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lightning_app.config import FitConfig
+from lightning_app.config import FitConfig, apply_params
 from lightning_app.errors import UsageError
 from lightning_app.registry import Task
 from lightning_app.tune.params import Param, describe
-from lightning_app.tune.space import apply_params, tunable_defaults
+from lightning_app.tune.space import tunable_defaults
 
 if TYPE_CHECKING:
     import optuna
