@@ -14,7 +14,13 @@ from typing import Any
 import pytorch_lightning as pl
 
 from datamodules import Cifar2DataModule, Covid19DataModule, IMDBDataModule, TaskDataModule, TitanicDataModule
-from lightning_app.data_rules import DataRule
+from lightning_app.data_rules import (
+    DataRule,
+    table_batch_size,
+    table_max_epochs,
+    text_max_epochs,
+    text_nb_buckets,
+)
 from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TaskModule, TitanicModule
 from lightning_app.predictors import (
     Prediction,
@@ -115,6 +121,14 @@ TASKS: dict[str, Task] = {
                 "default": Variant(
                     "residual MLP on standardised features with title and family size",
                     max_epochs=30,
+                    data_rules=(
+                        DataRule(
+                            "max_epochs",
+                            table_max_epochs,
+                            "30 at 605 rows, x sqrt(rows / 605), 30-100, at most 1M rows seen",
+                        ),
+                        DataRule("batch_size", table_batch_size, "power of two near rows / 50, 128-512"),
+                    ),
                     # No max_epochs: the best checkpoint is kept and no schedule depends on the epoch count.
                     search_space={
                         "lr": FloatRange(3e-4, 3e-2, log=True),
@@ -199,8 +213,13 @@ TASKS: dict[str, Task] = {
             review_callbacks=lambda: [PRCurve(), ValidationTextTable()],
             variants={
                 "default": Variant(
-                    "NBSVM over distinct words and hashed 2-3-grams plus a fastText bigram bag, Adagrad, one epoch",
+                    "NBSVM over distinct words and hashed 2-3-grams plus a fastText bigram bag, Adagrad, one epoch "
+                    "over IMDB's reviews (up to 4 over fewer texts)",
                     max_epochs=1,
+                    data_rules=(
+                        DataRule("max_epochs", text_max_epochs, "22,500 / training texts, 1-4"),
+                        DataRule("module_kwargs.nb_buckets", text_nb_buckets, "2^24 per output, 2^24 in all"),
+                    ),
                     search_space={
                         "lr": FloatRange(0.02, 0.5, log=True),
                         "batch_size": Choice((64, 128, 256)),

@@ -103,9 +103,19 @@ def resolve_for_data(config: FitConfig, datamodule: TaskDataModule) -> tuple[Fit
     return resolve_config(apply_params(config, from_data))[2], from_data
 
 
+def build_datamodule_for_data(config: FitConfig) -> tuple[TaskDataModule, FitConfig, dict[str, Any]]:
+    """The task's DataModule, set up, with ``config`` resolved for it (:func:`resolve_for_data`) and the settings
+    its data rules gave; built again when a rule changed its batch size."""
+    datamodule = build_datamodule(config)
+    resolved, from_data = resolve_for_data(config, datamodule)
+    if resolved.batch_size != datamodule.hparams.batch_size:
+        datamodule = build_datamodule(resolved)
+    return datamodule, resolved, from_data
+
+
 def build_datamodule_and_module(config: FitConfig) -> tuple[TaskDataModule, TaskModule]:
     """Set up the task's DataModule and build its LightningModule with the sizes and state the data gives."""
-    datamodule = build_datamodule(config)
+    datamodule, config, _ = build_datamodule_for_data(config)
     return datamodule, build_module(config, datamodule)
 
 
@@ -247,8 +257,7 @@ def fit(
     started = time.perf_counter()
     task, config, resume_from, resume_version = prepare_run(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(config)
-    config, from_data = resolve_for_data(config, datamodule)
+    datamodule, config, from_data = build_datamodule_for_data(config)
     model = build_module(config, datamodule)
     outputs = _run_outputs(config, task, model, resume_version if resume_version is not None else run_version)
     trainer = _run_trainer(config, task, datamodule, outputs, callbacks, trainer_kwargs or {})

@@ -225,7 +225,7 @@ def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants:
     table = {"target_column": dataset.target, "id_columns": list(dataset.id_columns)} if dataset.kind == "table" else {}
     rows = []
     for variant in [v for v in variants if v in VARIANTS_OF_KIND[dataset.kind]]:
-        values, seconds = [], []
+        values, seconds, from_data = [], [], {}
         for seed in seeds if variant == "default" else seeds[:1]:
             with tempfile.TemporaryDirectory() as scratch:
                 config = FitConfig(task=task, model=variant, seed=seed, data_dir=str(folder), log_dir=scratch,
@@ -233,11 +233,14 @@ def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants:
                 result = fit(config)
             values.append(result.metrics["test/acc"])
             seconds.append(result.train_seconds)
+            from_data = result.settings_from_data
             print(f"{dataset.name} {task}/{variant} seed {seed}: test/acc {values[-1]:.4f}, "
                   f"trainer.fit {seconds[-1]:.1f} s", flush=True)  # fmt: skip
         ran = "seeds " + ",".join(str(seed) for seed in (seeds if variant == "default" else seeds[:1]))
-        epochs = resolve_config(FitConfig(task=task, model=variant))[2].max_epochs
-        note = f"{ran}; {epochs} epoch(s); the variant's settings, --data-dir the converted folder"
+        epochs = from_data.get("max_epochs", resolve_config(FitConfig(task=task, model=variant))[2].max_epochs)
+        rules = "".join(f", {name.removeprefix('module_kwargs.')} {value}" for name, value in from_data.items())
+        note = (f"{ran}; {epochs} epoch(s); the variant's settings (from the data: {rules[2:]})" if rules else
+                f"{ran}; {epochs} epoch(s); the variant's settings") + ", --data-dir the converted folder"  # fmt: skip
         rows.append(Row(dataset.name, project_model_name(dataset.kind, variant), PROJECT_KIND, "test/acc", values,
                         seconds, note))  # fmt: skip
     return rows
