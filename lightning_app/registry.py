@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 from datamodules import Cifar2DataModule, Covid19DataModule, IMDBDataModule, TaskDataModule, TitanicDataModule
 from lightning_app.data_rules import (
     DataRule,
+    image_max_epochs,
     table_batch_size,
     table_max_epochs,
     text_max_epochs,
@@ -266,6 +267,7 @@ TASKS: dict[str, Task] = {
                     "VGG-style conv/max-pool net with batch norm and GELU at full resolution (channels-last), "
                     "SGD+Nesterov with OneCycle, label smoothing 0.1, crop+flip augmentation",
                     max_epochs=25,
+                    data_rules=(DataRule("max_epochs", image_max_epochs, "25 x sqrt(9,000 / images), 25-100"),),
                     search_space=CIFAR2_SEARCH_SPACE,
                 ),
                 "resnet": Variant(

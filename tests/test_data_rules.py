@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from synthetic_data import synthetic_reviews, write_tsv
+from synthetic_data import make_tree, synthetic_reviews, write_tsv
 from test_tabular import table_rows, write_csv
 
-from datamodules import IMDBDataModule, TitanicDataModule
+from datamodules import Cifar2DataModule, IMDBDataModule, TitanicDataModule
 from lightning_app.checkpoints import load_checkpoint
 from lightning_app.config import FitConfig, load_config_file, resolve_config, settings_from_data
-from lightning_app.data_rules import DataRule, text_max_epochs, text_nb_buckets
+from lightning_app.data_rules import DataRule, image_max_epochs, text_max_epochs, text_nb_buckets
 from lightning_app.registry import get_task
 from lightning_app.training import build_datamodule, build_datamodule_for_data, format_summary
 
@@ -54,6 +54,15 @@ def test_a_small_corpus_gets_more_epochs_and_many_classes_a_smaller_table(tmp_pa
     )
     assert text_nb_buckets(four_classes.data_profile()) == 1 << 22  # 4 outputs x 2^22 rows = the binary 2^24
     assert text_nb_buckets({"num_classes": 6}) == 1 << 21
+
+
+def test_fewer_images_get_more_epochs(tmp_path: Path):
+    # cifar2's bundled split: 9,000 training images after the carve (test_cifar2 checks the bundled counts).
+    assert image_max_epochs({"train_size": 9_000}) == get_task("cifar2").variant("default").max_epochs == 25
+    assert image_max_epochs({"train_size": 648}) == 93 and image_max_epochs({"train_size": 90_000}) == 25
+    tree = make_tree(tmp_path / "tree", ["bird", "cat"], train_per_class=10, test_per_class=2)
+    profile = set_up(Cifar2DataModule(data_dir=tree, cache_dir=tmp_path / "cache")).data_profile()
+    assert profile == {"train_size": 18, "num_classes": 2} and image_max_epochs(profile) == 100
 
 
 @pytest.mark.parametrize(("rows", "epochs", "batch_size"), [(605, 30, 128), (3_332, 70, 128), (27_677, 36, 512)])
