@@ -361,3 +361,26 @@ def test_project_rows_replace_only_their_own_and_the_summary_compares_with_the_b
     ]  # fmt: skip
     assert "n/a (Titanic's columns only)" in summary[1] and "+1.0" in summary[1]
     assert len([line for line in text.splitlines() if line.count(" | ") == 7]) == 2 + 6
+
+
+def test_image_peer_trains_the_small_cnn_on_the_datamodules_carve(tmp_path: Path):
+    from benchmarks.external.run import CNN_MODEL, TORCH_KIND, image_peers, section
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 10), ("test", 3)):
+        for k, name in enumerate(("circle", "square")):
+            folder = tmp_path / "images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 60, size=(12, 12, 3)) + 150 * k
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    rows = image_peers(BY_NAME["flowers12"], tmp_path / "images", 42, epochs=1, cache_dir=tmp_path / "cache")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.task, row.model, row.kind, row.metric) == ("flowers12", CNN_MODEL, TORCH_KIND, "test/acc")
+    assert 0.0 <= row.values[0] <= 1.0 and row.seconds[0] > 0
+    assert row.note.startswith("epoch 1 of 1 (val ") and row.note.endswith("chosen on validation; 2 classes")
+    # The summary counts a PyTorch peer as a peer.
+    text = section(rows, tmp_path, 42)
+    summary = [line for line in text.splitlines() if line.count(" | ") == 9 and line.startswith("| flowers12")]
+    assert f"{CNN_MODEL}: {row.values[0]:.4f}" in summary[0]

@@ -15,7 +15,11 @@ the task's own DataModule carves (``datamodules.base.train_val_split`` with the 
   the id columns: numeric columns as numbers (missing: the training median plus a missing flag for the logistic
   regression, NaN for gradient boosting; standardised for the logistic regression), the others one-hot with the
   categories seen in training (missing is a category of its own);
-* image: no classical peer yet (the project's image task is the thing to run on them).
+* image: a small CNN, the classic PyTorch ``examples/mnist`` recipe (:class:`SmallCNN`: conv 32 3x3 - ReLU - conv
+  64 3x3 - ReLU - max-pool 2 - dropout 0.25 - linear 128 - ReLU - dropout 0.5 - linear; Adadelta lr 1.0, StepLR
+  gamma 0.7 per epoch, batch 64, 14 epochs) as a plain PyTorch loop on the images the cifar2 DataModule serves
+  (its carve, its resize to the task's image size, normalised with its training-part channel statistics, no
+  augmentation); the epoch is chosen on validation (accuracy after each epoch, the best epoch's weights scored).
 
 This project's models (``--what project``) are trained by ``lightning_app.training.fit`` with ``--data-dir``
 pointing at the converted folder: text with the ``imdb`` task, tables with the ``titanic`` task (the dataset's
@@ -30,6 +34,7 @@ replaces only the rows it produces.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import inspect
 import logging
@@ -40,6 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from benchmarks.external.datasets import BY_NAME, DATASETS, Dataset
 from benchmarks.external.fetch import default_cache_dir
@@ -204,9 +212,101 @@ def table_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
     ]
 
 
-def _row(dataset: Dataset, model: str, score: PeerScore, classes: int) -> Row:
+# -- images -----------------------------------------------------------------------------------------------
+#: The classic PyTorch ``examples/mnist`` recipe (github.com/pytorch/examples, ``mnist/main.py``).
+CNN_BATCH_SIZE, CNN_LR, CNN_GAMMA, CNN_EPOCHS = 64, 1.0, 0.7, 14
+CNN_MODEL = "small CNN (PyTorch examples/mnist recipe)"
+TORCH_KIND = "PyTorch"
+
+
+class SmallCNN(nn.Module):
+    """``examples/mnist``'s network for ``channels`` x ``image_size`` x ``image_size`` inputs, ``classes`` outputs."""
+
+    def __init__(self, channels: int, image_size: int, classes: int):
+        super().__init__()
+        side = (image_size - 4) // 2  # two unpadded 3x3 convolutions, then a 2x2 max-pool
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(128, classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def small_cnn(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    mean: Sequence[float],
+    std: Sequence[float],
+    classes: int,
+    seed: int,
+    epochs: int = CNN_EPOCHS,
+) -> PeerScore:
+    """Train :class:`SmallCNN` on ``train`` (``uint8[N, C, S, S]`` images, labels) for ``epochs``; the epoch with
+    the best validation accuracy (the earliest on ties) is the one scored on ``test``, once.
+
+    Seconds: the training loop with its validation pass per epoch.
+    """
+    from datamodules.cifar2 import normalize_images
+
+    images, labels = train
+
+    def accuracy(net: nn.Module, part: tuple[torch.Tensor, torch.Tensor]) -> float:
+        net.eval()
+        with torch.inference_mode():
+            correct = sum(
+                int((net(normalize_images(part[0][i : i + 1000], mean, std)).argmax(1) == part[1][i : i + 1000]).sum())
+                for i in range(0, part[0].shape[0], 1000)
+            )  # fmt: skip
+        return correct / part[0].shape[0]
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallCNN(images.shape[1], images.shape[-1], classes)
+        optimizer = torch.optim.Adadelta(net.parameters(), lr=CNN_LR)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=CNN_GAMMA)
+        best_acc, best_epoch, best_state = -1.0, 0, None
+        started = time.perf_counter()
+        for epoch in range(1, epochs + 1):
+            net.train()
+            order = torch.randperm(images.shape[0])
+            for start in range(0, images.shape[0], CNN_BATCH_SIZE):
+                batch = order[start : start + CNN_BATCH_SIZE]
+                optimizer.zero_grad()
+                loss = F.cross_entropy(net(normalize_images(images[batch], mean, std)), labels[batch])
+                loss.backward()
+                optimizer.step()
+            schedule.step()
+            val_acc = accuracy(net, val)
+            if val_acc > best_acc:
+                best_acc, best_epoch, best_state = val_acc, epoch, copy.deepcopy(net.state_dict())
+        seconds = time.perf_counter() - started
+    net.load_state_dict(best_state)
+    return PeerScore(accuracy(net, test), seconds, f"epoch {best_epoch} of {epochs} (val {best_acc:.4f})")
+
+
+def image_peers(
+    dataset: Dataset, folder: Path, seed: int, epochs: int = CNN_EPOCHS, cache_dir: Path | None = None
+) -> list[Row]:
+    """The small CNN on the images the cifar2 task's DataModule serves for ``folder``: the default variant's
+    settings (carve, image size) without its augmentation, decoded into (or read from) its cache in ``cache_dir``."""
+    from lightning_app.training import FitConfig, resolve_config
+
+    settings = {**resolve_config(FitConfig(task=TASK_OF_KIND["image"]))[2].datamodule_kwargs, "augment": False}
+    datamodule = Cifar2DataModule(data_dir=folder, cache_dir=cache_dir, seed=seed, **settings)
+    datamodule.setup("fit")
+    parts = [(part.images, part.labels) for part in (datamodule.train_set, datamodule.val_set, datamodule.test_set)]
+    classes = len(datamodule.class_names)
+    score = small_cnn(*parts, datamodule.mean, datamodule.std, classes, seed, epochs)
+    return [_row(dataset, CNN_MODEL, score, classes, TORCH_KIND)]
+
+
+def _row(dataset: Dataset, model: str, score: PeerScore, classes: int, kind: str = "scikit-learn") -> Row:
     note = f"{score.chosen} chosen on validation; {classes} classes"
-    return Row(dataset.name, model, "scikit-learn", "test/acc", [score.accuracy], [score.seconds], note)
+    return Row(dataset.name, model, kind, "test/acc", [score.accuracy], [score.seconds], note)
 
 
 # -- this project's models -------------------------------------------------------------------------------
@@ -261,6 +361,8 @@ def rows_for(
         rows += text_peers(dataset, folder, seed)
     if "peers" in what and dataset.kind == "table":
         rows += table_peers(dataset, folder, seed)
+    if "peers" in what and dataset.kind == "image":
+        rows += image_peers(dataset, folder, seed)
     if "project" in what:
         rows += project_rows(dataset, folder, [seed + k for k in range(seeds)], variants)
     return rows
@@ -339,7 +441,7 @@ def summary_table(lines: Sequence[str], train_rows: dict[str, int]) -> list[str]
             continue
         default = next((row for row in mine if row.model == project_model_name(dataset.kind, "default")), None)
         tutorial = next((row for row in mine if row.model == project_model_name(dataset.kind, "tutorial")), None)
-        peers = [row for row in mine if row.kind == "scikit-learn"]
+        peers = [row for row in mine if row.kind != PROJECT_KIND]
         peer = max(peers, key=lambda row: row.value) if peers else None
         tutorial_text = (
             f"{tutorial.value_text}" if tutorial
@@ -393,7 +495,8 @@ def section(
         "for tables); each peer's setting is chosen on it, the test split scored once per run. This project's "
         "models run with their variant's settings unchanged (text: the `imdb` task, tables: `titanic`, images: "
         "`cifar2`), `--data-dir` the converted folder. Seconds: for this project `trainer.fit` wall time, for a "
-        "peer its training (vectorising and the setting search included)."
+        "peer its training (vectorising and the setting search included; for the image CNN its loop with a validation "
+        "pass per epoch, decoding excluded)."
         + (" Rows of datasets or models not in the last run come from an earlier one." if earlier_rows else ""),
         "",
         *dataset_table(cache_dir),
