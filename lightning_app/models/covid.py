@@ -32,6 +32,7 @@ from lightning_app.optim import OptimizerSpec, check_choice
 CovidNet = Literal["quantile_mlp", "log_trend", "residual_lstm", "tutorial"]
 CovidLoss = Literal["pinball", "log_l1", "mase", "mspe"]
 CovidOptimizer = Literal["adam", "adamw", "adagrad"]
+CovidAnchor = Literal["last", "baseline"]
 #: Metrics computed per series (vectors over the file's columns).
 PER_SERIES_METRICS = ("mae", "mase", "trend_mae", "trend_mase")
 #: Days of the multi-step forecast scored at the start of the test period.
@@ -168,6 +169,8 @@ class Covid19Module(TaskModule):
         hidden_size: int = 64,
         heads: int = 0,
         members: int = 5,
+        anchor: CovidAnchor = "last",
+        dropout: float = 0.0,
         interval: float = 0.8,
         preprocessing: dict[str, Any] | None = None,
     ) -> None:
@@ -177,6 +180,7 @@ class Covid19Module(TaskModule):
         if (loss == "pinball") != direct:
             raise ValueError("loss 'pinball' goes with net 'quantile_mlp' (quantiles), and only with it")
         check_choice("COVID-19 optimizer", optimizer, get_args(CovidOptimizer))
+        check_choice("COVID-19 anchor", anchor, get_args(CovidAnchor))
         if not 0 < interval < 1:
             raise ValueError(f"interval must be between 0 and 1, got {interval}")
         metrics = MetricCollection(
@@ -199,7 +203,14 @@ class Covid19Module(TaskModule):
             net,
             {
                 "quantile_mlp": lambda: QuantileCovidNet(
-                    num_series, window, horizon, LEVELS, hidden_size=hidden_size, members=members
+                    num_series,
+                    window,
+                    horizon,
+                    LEVELS,
+                    hidden_size=hidden_size,
+                    members=members,
+                    anchor=anchor,
+                    dropout=dropout,
                 ),
                 "log_trend": lambda: LogTrendCovidNet(num_series, window, heads=heads, hidden_size=hidden_size),
                 "residual_lstm": lambda: ResidualCovidNet(num_series, hidden_size=hidden_size, num_layers=num_layers),
