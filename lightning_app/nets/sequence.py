@@ -141,6 +141,19 @@ class QuantileCovidNet(nn.Module):
     is the persistence forecast, and training moves away from it only where the loss says so. With
     ``members > 1`` that many MLPs, initialised apart, are averaged on the ``log1p`` scale (an ensemble; the
     mean of ordered quantiles is ordered).
+
+    ``anchor="baseline"`` anchors the whole quantile fan, not only the median: the start is the forecast hubs'
+    baseline computed from the window (last day held flat, quantiles of the window's symmetrised one-day changes
+    widened by sqrt(h), clamped at 0; :meth:`baseline_log`), and each MLP gives, per horizon and level, a shift
+    of the median and a factor (``exp``) on the baseline's gap to the next level plus a positive extra gap
+    (``softplus``, starting near 0, so a flat window's zero-width fan can widen). Its inputs add the window's
+    level (``log1p`` mean of the last ``level_days`` days, / 10) and the baseline's one-day distances from the
+    median at :data:`SPREAD_FEATURE_LEVELS` (the series' recent volatility). Untrained it is the baseline.
+    ``dropout`` (after each hidden layer) regularises the MLPs in training. ``widen`` multiplies every
+    quantile's distance from the median on the ``log1p`` scale in the forecasts (1: none; the loss trains the
+    fan before it): MLPs fitted on windows of the series they were trained on give slightly narrow intervals on
+    other series.
+
     ``float32[B, window, C]`` daily counts -> ``float32[B, horizon, C, L]`` count quantiles at ``levels``
     (sorted, with 0.5 in the middle).
     """
@@ -157,8 +170,12 @@ class QuantileCovidNet(nn.Module):
         members: int = 1,
         anchor: str = "last",
         dropout: float = 0.0,
+        widen: float = 1.0,
     ) -> None:
         super().__init__()
+        if widen <= 0:
+            raise ValueError(f"widen must be positive, got {widen}")
+        self.widen_by = widen
         if len(levels) % 2 != 1 or abs(levels[len(levels) // 2] - 0.5) > 1e-6:
             raise ValueError(f"levels must be symmetric with 0.5 in the middle, got {list(levels)}")
         if anchor not in ("last", "baseline"):
@@ -184,13 +201,15 @@ class QuantileCovidNet(nn.Module):
             outputs = horizon * self.num_levels
         self.members = nn.ModuleList()
         for _ in range(members):
+            # Dropout layers only when asked for: without them the layers keep the indices of earlier versions.
+            drop = [nn.Dropout(dropout)] if dropout > 0 else []
             mlp = nn.Sequential(
                 nn.Linear(features, hidden_size),
                 nn.GELU(),
-                nn.Dropout(dropout),
+                *drop,
                 nn.Linear(hidden_size, hidden_size),
                 nn.GELU(),
-                nn.Dropout(dropout),
+                *drop,
                 nn.Linear(hidden_size, outputs),
             )
             nn.init.zeros_(mlp[-1].weight)
@@ -224,9 +243,11 @@ class QuantileCovidNet(nn.Module):
         return torch.log1p(counts_ahead.clamp_min(0))
 
     def forward_log(self, window: torch.Tensor) -> torch.Tensor:
-        """The quantiles on the ``log1p`` scale, ``float32[B, horizon, C, L]``."""
-        if self.anchor == "baseline":
-            return self._forward_baseline(window)
+        """The quantiles on the ``log1p`` scale, ``float32[B, horizon, C, L]``, as trained (before ``widen``)."""
+        return self._forward_baseline(window) if self.anchor == "baseline" else self._forward_last(window)
+
+    def _forward_last(self, window: torch.Tensor) -> torch.Tensor:
+        """``anchor="last"``: the median as a change from the last day, gaps from the MLPs."""
         logs = log1p_counts(window).transpose(1, 2)  # [B, C, W]
         level = logs[..., -self.level_days :].mean(-1, keepdim=True)  # [B, C, 1]
         codes = self.column_codes.expand(logs.shape[0], -1, -1)  # shape[0], not len(): exports keep the batch free
@@ -266,4 +287,9 @@ class QuantileCovidNet(nn.Module):
         return torch.cat([median - below, median, median + above], dim=-1)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(self.forward_log(window).clamp_min(0.0).clamp_max(MAX_LOG_COUNT))
+        quantiles = self.forward_log(window)
+        if self.widen_by != 1.0:
+            middle = self.num_levels // 2
+            median = quantiles[..., middle : middle + 1]
+            quantiles = median + self.widen_by * (quantiles - median)
+        return torch.expm1(quantiles.clamp_min(0.0).clamp_max(MAX_LOG_COUNT))
