@@ -36,9 +36,10 @@ def noisy_daily(days: int, level: float, sigma: float, generator: torch.Generato
     return torch.exp(math.log(level) + sigma * torch.randn(days, columns, generator=generator)).round()
 
 
-def test_quantiles_never_cross_and_are_never_negative():
+@pytest.mark.parametrize("anchor", ["last", "baseline"])
+def test_quantiles_never_cross_and_are_never_negative(anchor):
     torch.manual_seed(0)
-    net = QuantileCovidNet(num_series=3, window=14, horizon=7, levels=LEVELS, hidden_size=16)
+    net = QuantileCovidNet(num_series=3, window=14, horizon=7, levels=LEVELS, hidden_size=16, anchor=anchor)
     for parameter in net.parameters():  # away from the zero start, where every gap is equal
         parameter.data.add_(torch.randn_like(parameter))  # some counts reach the 1e12 cap
     window = torch.cat([torch.zeros(4, 14, 3), torch.rand(60, 14, 3) * 10 ** torch.rand(60, 1, 1) * 5])
@@ -53,6 +54,36 @@ def test_untrained_quantile_net_has_persistence_as_its_median():
     window = torch.rand(5, 14, 2) * 100
     median = net(window)[..., level_index(0.5)]
     assert torch.allclose(median, window[:, -1:, :].expand(-1, 3, -1), rtol=1e-5)
+
+
+def test_untrained_baseline_anchored_net_is_the_hub_baseline_of_its_window():
+    # Untrained, anchor="baseline" gives the hubs' baseline computed from the window alone (extra gaps start at
+    # softplus(-8), a few 1e-4 on the log1p scale), whatever the members and dropout.
+    torch.manual_seed(0)
+    net = QuantileCovidNet(num_series=2, window=14, horizon=7, levels=LEVELS, members=3, anchor="baseline", dropout=0.1)
+    window = torch.rand(5, 14, 2) * 10 ** torch.rand(5, 1, 2) * 50
+    window[0, :, 0] = 0.0  # a series of zeros: a fan of zero width
+    expected = torch.stack([hub_baseline_quantiles(one, range(1, 8), LEVELS) for one in window])
+    quantiles = net.eval()(window)
+    assert torch.allclose(torch.log1p(quantiles), torch.log1p(expected), atol=5e-3)
+    assert torch.allclose(quantiles[..., level_index(0.5)], window[:, -1:, :].expand(-1, 7, -1), rtol=1e-5)
+
+
+def test_widen_scales_the_forecast_fan_around_the_median_but_not_the_trained_one():
+    torch.manual_seed(0)
+    plain = QuantileCovidNet(num_series=2, window=14, horizon=3, levels=LEVELS, anchor="baseline")
+    wide = copy.deepcopy(plain)
+    wide.widen_by = 1.5
+    window = torch.rand(4, 14, 2) * 100 + 50
+    torch.testing.assert_close(wide.forward_log(window), plain.forward_log(window))
+    logs, median = plain.forward_log(window), plain.forward_log(window)[..., level_index(0.5)].unsqueeze(-1)
+    expected = torch.expm1((median + 1.5 * (logs - median)).clamp_min(0))
+    torch.testing.assert_close(wide(window), expected)
+
+
+def test_an_unknown_anchor_is_an_error():
+    with pytest.raises(ValueError, match="anchor must be 'last' or 'baseline'"):
+        QuantileCovidNet(num_series=2, anchor="mean")
 
 
 def test_forecast_scores_equal_the_scores_computed_by_hand():
