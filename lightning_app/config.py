@@ -402,6 +402,13 @@ def apply_params(config: FitConfig, params: Mapping[str, Any]) -> FitConfig:
     return replace(config, **changes)
 
 
+def settings_given(config: FitConfig) -> set[str]:
+    """The settings ``config`` sets, keyed as data rules and search spaces key them: flags that are not ``None``
+    and ``<module_kwargs|datamodule_kwargs>.<name>`` for the arguments in those dicts."""
+    flags = {f.name for f in fields(config) if f.name not in ARGUMENT_PREFIXES and getattr(config, f.name) is not None}
+    return flags | {f"{prefix}.{name}" for prefix in ARGUMENT_PREFIXES for name in getattr(config, prefix)}
+
+
 def settings_from_data(config: FitConfig, datamodule: TaskDataModule) -> dict[str, Any]:
     """What the variant's data rules give for ``datamodule`` (set up for fitting), for the settings ``config``
     leaves unset (``None`` flags, arguments absent from ``module_kwargs``): an unresolved config, as the user gave
@@ -410,12 +417,8 @@ def settings_from_data(config: FitConfig, datamodule: TaskDataModule) -> dict[st
         variant = get_task(config.task).variant(config.model)
     except KeyError as err:
         raise UsageError(err.args[0]) from None
-
-    def is_unset(setting: str) -> bool:
-        prefix, _, name = setting.rpartition(".")
-        return name not in getattr(config, prefix) if prefix else getattr(config, name) is None
-
-    unset = [rule for rule in variant.data_rules if is_unset(rule.setting)]
+    given = settings_given(config)
+    unset = [rule for rule in variant.data_rules if rule.setting not in given]
     if not unset:
         return {}
     profile = datamodule.data_profile()

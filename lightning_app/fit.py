@@ -18,7 +18,7 @@ from lightning_app.cli import (
     run_cli,
     task_help,
 )
-from lightning_app.config import FitConfig, dump_config, parse_fit_settings, resolve_config
+from lightning_app.config import FitConfig, dump_config, parse_fit_settings, resolve_config, settings_given
 from lightning_app.registry import TASKS
 from lightning_app.training import fit, format_summary
 
@@ -77,8 +77,11 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[FitConfig, bool]:
 def main(argv: Sequence[str] | None = None) -> int:
     config, print_only = parse_config(argv)
     if print_only:
-        _, _, resolved = resolve_config(config)
+        _, variant, resolved = resolve_config(config)
         print(dump_config(resolved), end="")
+        from_data = [rule.setting for rule in variant.data_rules if rule.setting not in settings_given(config)]
+        if from_data:
+            print(f"# not final: set from the training data when the run starts (unless given): {', '.join(from_data)}")
         return 0
     result = fit(config)
     if result.is_global_zero:

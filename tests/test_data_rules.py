@@ -9,7 +9,9 @@ from synthetic_data import make_tree, synthetic_reviews, write_tsv
 from test_tabular import table_rows, write_csv
 
 from datamodules import Cifar2DataModule, IMDBDataModule, TitanicDataModule
+from lightning_app import fit as fit_cli
 from lightning_app.checkpoints import load_checkpoint, read_checkpoint
+from lightning_app.cli import run_cli
 from lightning_app.config import FitConfig, load_config_file, resolve_config, settings_from_data
 from lightning_app.data_rules import DataRule, image_max_epochs, text_max_epochs, text_nb_buckets
 from lightning_app.registry import get_task
@@ -119,3 +121,11 @@ def test_a_rule_names_what_it_may_set_and_what_it_needs():
         DataRule("datamodule_kwargs.max_len", lambda profile: 10, "no")
     with pytest.raises(KeyError, match="needs 'mean_tokens' in the data profile"):
         DataRule("max_epochs", lambda profile: profile["mean_tokens"], "needs lengths")({"train_size": 3})
+
+
+def test_print_config_says_which_settings_the_data_will_set(capsys):
+    assert run_cli(fit_cli.main, ["--task", "titanic", "--max-epochs", "3", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "max_epochs: 3" in printed
+    last_line = "# not final: set from the training data when the run starts (unless given): batch_size"
+    assert printed.splitlines()[-1] == last_line
