@@ -241,24 +241,37 @@ def nbsvm_logistic(
     return PeerScore(model.score(counts.transform(test_texts), test_labels), seconds, f"C={c}")
 
 
+#: The text peers, by the name their rows carry.
+TEXT_PEERS = (
+    ("TF-IDF 1-2-grams + LogisticRegression", tfidf_logistic),
+    ("NBSVM-style 1-3-grams + LogisticRegression", nbsvm_logistic),
+)
+
+
+def text_peer_scores(
+    train_texts: Sequence[str], train_labels, fit_rows, val_rows, test_texts: Sequence[str], test_labels
+) -> list[tuple[str, PeerScore]]:
+    """Each of :data:`TEXT_PEERS` fitted on the ``fit_rows`` of the training texts (labels a numpy array), its
+    setting chosen on the ``val_rows``, scored once on the test texts."""
+    fit_texts, val_texts = [train_texts[i] for i in fit_rows], [train_texts[i] for i in val_rows]
+    return [
+        (name, peer(fit_texts, train_labels[fit_rows], val_texts, train_labels[val_rows], test_texts, test_labels))
+        for name, peer in TEXT_PEERS
+    ]
+
+
 def imdb_peers(seed: int = 42) -> list[Row]:
     import numpy as np
 
     train_texts, train_labels, test_texts, test_labels = _imdb_texts()
     train_index, val_index = train_val_split(len(train_texts), 0.1, seed, PACKAGED_DATA_DIR / "imdb")
-    y = np.array(train_labels)
-    y_test = np.array(test_labels)
-    fit_rows, val_rows = train_index.numpy(), val_index.numpy()
-    fit_texts, val_texts = [train_texts[i] for i in fit_rows], [train_texts[i] for i in val_rows]
-    rows = []
-    for model, peer in (
-        ("TF-IDF 1-2-grams + LogisticRegression", tfidf_logistic),
-        ("NBSVM-style 1-3-grams + LogisticRegression", nbsvm_logistic),
-    ):
-        score = peer(fit_texts, y[fit_rows], val_texts, y[val_rows], test_texts, y_test)
-        rows.append(Row("imdb", model, "scikit-learn", "test/acc", [score.accuracy], [score.seconds],
-                        f"{score.chosen} chosen on validation"))  # fmt: skip
-    return rows
+    scores = text_peer_scores(train_texts, np.array(train_labels), train_index.numpy(), val_index.numpy(),
+                              test_texts, np.array(test_labels))  # fmt: skip
+    note = "{} chosen on validation"
+    return [
+        Row("imdb", model, "scikit-learn", "test/acc", [score.accuracy], [score.seconds], note.format(score.chosen))
+        for model, score in scores
+    ]
 
 
 def gradient_boosting(x_train, y_train, x_val, y_val, x_test, y_test, seed: int) -> PeerScore:

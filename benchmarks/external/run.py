@@ -51,7 +51,7 @@ from torch import nn
 
 from benchmarks.external.datasets import BY_NAME, DATASETS, Dataset
 from benchmarks.external.fetch import default_cache_dir
-from benchmarks.peers import RESULTS, PeerScore, Row, gradient_boosting, nbsvm_logistic, tfidf_logistic
+from benchmarks.peers import RESULTS, PeerScore, Row, gradient_boosting, text_peer_scores
 from benchmarks.sections import EXTERNAL, MarkedSection
 from datamodules import Cifar2DataModule, IMDBDataModule, TitanicDataModule
 from datamodules.base import train_val_split
@@ -87,15 +87,8 @@ def text_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
     y, values = _codes(train_labels + test_labels)
     y_train, y_test = y[: len(train_labels)], y[len(train_labels) :]
     fit_rows, val_rows = (part.numpy() for part in train_val_split(len(train_texts), VAL_FRACTION, seed, folder))
-    fit_texts, val_texts = [train_texts[i] for i in fit_rows], [train_texts[i] for i in val_rows]
-    rows = []
-    for model, peer in (
-        ("TF-IDF 1-2-grams + LogisticRegression", tfidf_logistic),
-        ("NBSVM-style 1-3-grams + LogisticRegression", nbsvm_logistic),
-    ):
-        score = peer(fit_texts, y_train[fit_rows], val_texts, y_train[val_rows], test_texts, y_test)
-        rows.append(_row(dataset, model, score, len(values)))
-    return rows
+    scores = text_peer_scores(train_texts, y_train, fit_rows, val_rows, test_texts, y_test)
+    return [_row(dataset, model, score, len(values)) for model, score in scores]
 
 
 # -- tables -----------------------------------------------------------------------------------------------
