@@ -52,9 +52,9 @@ class DataRule:
             raise KeyError(f"the rule for '{self.setting}' needs '{err.args[0]}' in the data profile") from None
 
 
-def power_of_two_at_least(value: float, low: int, high: int) -> int:
-    """The smallest power of two ``>= value``, clamped to ``[low, high]`` (both powers of two)."""
-    return min(high, max(low, 1 << max(0, math.ceil(math.log2(max(value, 1.0))))))
+def describe_settings(settings: Mapping[str, object]) -> str:
+    """Settings keyed as rules key them, for people: ``max_epochs 4, nb_buckets 1024``."""
+    return ", ".join(f"{name.removeprefix(MODULE_PREFIX)} {value}" for name, value in settings.items())
 
 
 def clip(value: float, low: float, high: float) -> float:

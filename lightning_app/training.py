@@ -40,6 +40,7 @@ from lightning_app.config import (
     resolve_resume,
     settings_from_data,
 )
+from lightning_app.data_rules import describe_settings
 from lightning_app.errors import TrainingInterrupted, UsageError
 from lightning_app.models import TaskModule
 from lightning_app.registry import Task
@@ -375,9 +376,7 @@ def format_summary(result: FitResult) -> str:
     """A plain-text report: metrics table (model beside its baseline), checkpoint, TensorBoard command."""
     lines = [f"{result.task} ({result.model}) finished in {result.seconds:.1f} s", ""]
     if result.settings_from_data:
-        settings = result.settings_from_data.items()
-        chosen = ", ".join(f"{name.removeprefix('module_kwargs.')} {value}" for name, value in settings)
-        lines += [f"set from the training data (flags override): {chosen}", ""]
+        lines += [f"set from the training data (flags override): {describe_settings(result.settings_from_data)}", ""]
     main = {key: value for key, value in result.metrics.items() if key not in result.section_keys}
     lines += [metrics_table(main, result.baseline_name), ""]
     lines += [line for section in result.sections for line in (section, "")]

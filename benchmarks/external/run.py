@@ -56,6 +56,7 @@ from benchmarks.sections import EXTERNAL, MarkedSection
 from datamodules import Cifar2DataModule, IMDBDataModule, TitanicDataModule
 from datamodules.base import train_val_split
 from datamodules.text_files import label_values, read_labeled_texts
+from lightning_app.data_rules import describe_settings
 
 #: The project's task that runs each kind of dataset, and the DataModule whose validation carve the peers share.
 TASK_OF_KIND = {"text": "imdb", "table": "titanic", "image": "cifar2"}
@@ -331,9 +332,8 @@ def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants:
                   f"trainer.fit {seconds[-1]:.1f} s", flush=True)  # fmt: skip
         ran = "seeds " + ",".join(str(seed) for seed in (seeds if variant == "default" else seeds[:1]))
         epochs = from_data.get("max_epochs", resolve_config(FitConfig(task=task, model=variant))[2].max_epochs)
-        rules = "".join(f", {name.removeprefix('module_kwargs.')} {value}" for name, value in from_data.items())
-        note = (f"{ran}; {epochs} epoch(s); the variant's settings (from the data: {rules[2:]})" if rules else
-                f"{ran}; {epochs} epoch(s); the variant's settings") + ", --data-dir the converted folder"  # fmt: skip
+        rules = f" (from the data: {describe_settings(from_data)})" if from_data else ""
+        note = f"{ran}; {epochs} epoch(s); the variant's settings{rules}, --data-dir the converted folder"
         rows.append(Row(dataset.name, project_model_name(dataset.kind, variant), PROJECT_KIND, "test/acc", values,
                         seconds, note))  # fmt: skip
     return rows
