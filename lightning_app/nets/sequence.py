@@ -225,7 +225,8 @@ class QuantileCovidNet(nn.Module):
         self.register_buffer("spread_low", low, persistent=False)
         self.register_buffer("spread_high", (low + 1).clamp_max(2 * (window - 1) - 1), persistent=False)
         self.register_buffer("spread_weight", (positions - low).float(), persistent=False)
-        self.register_buffer("widen", torch.arange(1, horizon + 1).float().sqrt().view(1, -1, 1, 1), persistent=False)
+        sqrt_horizon = torch.arange(1, horizon + 1).float().sqrt().view(1, -1, 1, 1)
+        self.register_buffer("sqrt_horizon", sqrt_horizon, persistent=False)
         index = [min(range(len(levels)), key=lambda i: abs(levels[i] - level)) for level in SPREAD_FEATURE_LEVELS]
         self.register_buffer("spread_features", torch.tensor(index), persistent=False)
 
@@ -239,7 +240,7 @@ class QuantileCovidNet(nn.Module):
         spread = ordered[..., self.spread_low] * (1 - self.spread_weight) + ordered[..., self.spread_high] * (
             self.spread_weight
         )  # [B, C, L]
-        counts_ahead = counts[..., -1:].unsqueeze(1) + self.widen * spread.unsqueeze(1)  # [B, H, C, L]
+        counts_ahead = counts[..., -1:].unsqueeze(1) + self.sqrt_horizon * spread.unsqueeze(1)  # [B, H, C, L]
         return torch.log1p(counts_ahead.clamp_min(0))
 
     def forward_log(self, window: torch.Tensor) -> torch.Tensor:
