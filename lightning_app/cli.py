@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+import torch.distributed
+
 from datamodules.archives import DownloadError
 from datamodules.errors import DataError
 from lightning_app.callbacks import NonFiniteLossError
@@ -111,3 +113,13 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         # Python would report the failed flush of stdout at exit; point stdout at /dev/null first.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        release_process_group()
+
+
+def release_process_group() -> None:
+    """Destroy the process group a multi-process run (``--devices 2 --strategy ddp``) leaves behind, while the
+    interpreter is whole: left to interpreter exit, gloo's worker threads can abort a process that has done its
+    work ("terminate called without an active exception", exit code -6 instead of 0 or 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
