@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -92,3 +95,52 @@ class RandomStateInCheckpoints(pl.Callback):
         if self._to_restore["torch.cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self._to_restore["torch.cuda"])
         self._to_restore = None
+
+
+class CtrlCAtBatchBoundaries(pl.Callback):
+    """Ctrl-C during ``fit`` stops the run at the start of the next batch instead of wherever SIGINT lands.
+
+    Python raises ``KeyboardInterrupt`` at any bytecode, also while a checkpoint is written or TensorBoard's writer
+    holds its lock; Lightning's graceful shutdown then closes the logger and can wait on that lock for ever. Here the
+    signal only sets a flag, and the ``KeyboardInterrupt`` is raised from the next training or validation batch
+    start, where Lightning's shutdown (checkpoints kept, loggers closed) runs from a clean state. A second Ctrl-C
+    before then interrupts at once. Outside the main thread (no signal handlers there) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _restore(self) -> None:
+        # Only while the handler is still this one: Lightning ignores SIGINT during its shutdown, keep that.
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+    def _stop_if_requested(self) -> None:
+        if self.requested:
+            self.requested = False
+            self._restore()
+            raise KeyboardInterrupt
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._stop_if_requested()
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._stop_if_requested()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()

@@ -25,7 +25,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from datamodules import TaskDataModule
 from datamodules.download import FULL_DATASETS, prepare_full_dataset
-from lightning_app.callbacks import FiniteLossGuard, RandomStateInCheckpoints
+from lightning_app.callbacks import CtrlCAtBatchBoundaries, FiniteLossGuard, RandomStateInCheckpoints
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
 from lightning_app.config import (
     CONFIG_FILE_NAME,
@@ -225,7 +225,13 @@ def _run_trainer(
     trainer_kwargs: Mapping[str, Any],
 ) -> pl.Trainer:
     """The run's Trainer: the project's callbacks, the task's review callbacks, then ``callbacks``."""
-    run_callbacks = [FiniteLossGuard(), RandomStateInCheckpoints(), *task.review_callbacks(), *callbacks]
+    run_callbacks = [
+        FiniteLossGuard(),
+        RandomStateInCheckpoints(),
+        CtrlCAtBatchBoundaries(),
+        *task.review_callbacks(),
+        *callbacks,
+    ]
     if config.enable_progress_bar:
         run_callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
     if not config.fast_dev_run:

@@ -109,3 +109,31 @@ def test_ctrl_c_in_the_library_raises_a_keyboard_interrupt_saying_how_to_go_on(t
     with pytest.raises(TrainingInterrupted, match=message):
         tiny_fit("titanic", model="tutorial", batch_size=8, callbacks=[CtrlCAt(step)], **settings)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works again after the fit"
+
+
+class CtrlCWhileSaving(pl.Callback):
+    """Sends SIGINT to this process while the first checkpoint is being written, then lets the save go on."""
+
+    def __init__(self) -> None:
+        self.sent_at_step: int | None = None
+        self.batches_after: list[int] = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if self.sent_at_step is None:
+            self.sent_at_step = trainer.global_step
+            signal.raise_signal(signal.SIGINT)
+        checkpoint["written_to_the_end"] = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.sent_at_step is not None:
+            self.batches_after.append(batch_idx)
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_stops_the_run_at_the_next_batch_with_the_checkpoint_whole(tiny_fit):
+    sender = CtrlCWhileSaving()
+    with pytest.raises(TrainingInterrupted, match=r"in epoch 2 of 3; (.+last\.ckpt) holds the end of epoch 1") as stop:
+        tiny_fit("titanic", model="tutorial", batch_size=8, max_epochs=3, callbacks=[sender])
+    assert sender.sent_at_step is not None and sender.batches_after == [], "no batch ran after Ctrl-C"
+    saved = re.search(r"; (\S+last\.ckpt) holds", str(stop.value))[1]
+    assert torch.load(saved, weights_only=True)["written_to_the_end"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works again after the fit"
