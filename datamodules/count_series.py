@@ -150,6 +150,30 @@ def monotone_quantiles(quantiles: torch.Tensor) -> torch.Tensor:
     return torch.sort(quantiles, dim=-1).values
 
 
+def interpolation_points(
+    sample_size: int, levels: Sequence[float] | torch.Tensor, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each of ``levels`` falls among ``sample_size`` sorted values, as ``torch.quantile``'s linear
+    interpolation between order statistics: ``(lower index int64[L], upper index int64[L], weight of the upper
+    float64[L])``. Fixed for a fixed sample size, so a network can keep them as buffers and export plain gathers."""
+    positions = torch.as_tensor(levels, dtype=torch.float64, device=device).flatten() * (sample_size - 1)
+    low = positions.floor().long().clamp(0, sample_size - 1)
+    return low, (low + 1).clamp_max(sample_size - 1), positions - low
+
+
+def symmetric_change_quantiles(
+    series: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Quantiles of the one-day changes of ``series`` (``float[..., T]``, oldest first) and their negatives, at the
+    :func:`interpolation_points` ``points`` of ``2 (T - 1)`` values: ``float[..., L]``, the spread of the hubs'
+    baseline. Slices, a sort and gathers only (no ``torch.quantile``), so it exports to TorchScript and ONNX."""
+    changes = series[..., 1:] - series[..., :-1]
+    ordered = torch.cat([changes, -changes], dim=-1).sort(dim=-1).values
+    low, high, weight = points
+    weight = weight.to(ordered.dtype)
+    return ordered[..., low] * (1 - weight) + ordered[..., high] * weight
+
+
 def hub_baseline_quantiles(
     history: torch.Tensor,
     horizons: Sequence[int] | torch.Tensor,
@@ -163,7 +187,7 @@ def hub_baseline_quantiles(
     1. the one-day changes ``d_t = x_t - x_{t-1}`` (``T - 1`` of them) and their negatives form a symmetric sample
        of ``2 (T - 1)`` values;
     2. ``Q(tau)`` is that sample's empirical quantile at each level (``torch.quantile``'s linear interpolation
-       between order statistics, so ``Q(0.5) = 0`` and ``Q(1 - tau) = -Q(tau)``);
+       between order statistics, :func:`symmetric_change_quantiles`, so ``Q(0.5) = 0`` and ``Q(1 - tau) = -Q(tau)``);
     3. the forecast at horizon ``h`` (days after the last value) is ``x_T + sqrt(h) * Q(tau)``: the median is
        the last value, the spread grows with the square root of the horizon as a random walk's would;
     4. clamped at 0 (counts are never negative) and sorted along the levels (:func:`monotone_quantiles`; the
@@ -183,10 +207,8 @@ def hub_baseline_quantiles(
     if steps.numel() == 0 or not bool((steps >= 1).all()):
         raise ValueError(f"horizons must be positive, got {steps.tolist()}")
     series = history if history.dim() == 2 else history.unsqueeze(1)  # [T, S]
-    changes = series.diff(dim=0)  # [T-1, S]
-    symmetric = torch.cat([changes, -changes], dim=0)  # [2(T-1), S]
-    lv = torch.as_tensor(levels, dtype=history.dtype, device=history.device).flatten()
-    spread = torch.quantile(symmetric, lv, dim=0).T  # [S, L]
+    points = interpolation_points(2 * (series.shape[0] - 1), levels, device=history.device)
+    spread = symmetric_change_quantiles(series.T, points)  # [S, L]
     widen = steps.sqrt().view(-1, 1, 1)  # [H, 1, 1]
     forecast = series[-1].view(1, -1, 1) + widen * spread.unsqueeze(0)  # [H, S, L]
     forecast = monotone_quantiles(torch.clamp_min(forecast, 0.0))

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from datamodules.count_series import interpolation_points, symmetric_change_quantiles
+
 
 class MultiplicativeBlock(nn.Module):
     """The tutorial's ``Block``: tomorrow = max((1 + x) * today, 0).
@@ -220,11 +222,10 @@ class QuantileCovidNet(nn.Module):
     def _init_baseline(self, window: int, horizon: int, levels: Sequence[float]) -> None:
         """Constants of :meth:`baseline_log`: where each level falls among the ``2 (window - 1)`` sorted symmetrised
         changes (``torch.quantile``'s linear interpolation, as plain gathers, so exports need no quantile op)."""
-        positions = torch.tensor(list(levels), dtype=torch.float64) * (2 * (window - 1) - 1)
-        low = positions.floor().long()
+        low, high, weight = interpolation_points(2 * (window - 1), levels)
         self.register_buffer("spread_low", low, persistent=False)
-        self.register_buffer("spread_high", (low + 1).clamp_max(2 * (window - 1) - 1), persistent=False)
-        self.register_buffer("spread_weight", (positions - low).float(), persistent=False)
+        self.register_buffer("spread_high", high, persistent=False)
+        self.register_buffer("spread_weight", weight.float(), persistent=False)
         sqrt_horizon = torch.arange(1, horizon + 1).float().sqrt().view(1, -1, 1, 1)
         self.register_buffer("sqrt_horizon", sqrt_horizon, persistent=False)
         index = [min(range(len(levels)), key=lambda i: abs(levels[i] - level)) for level in SPREAD_FEATURE_LEVELS]
@@ -235,11 +236,8 @@ class QuantileCovidNet(nn.Module):
         symmetrised one-day changes widened by sqrt(h), clamped at 0), on the ``log1p`` scale:
         ``float32[B, W, C]`` -> ``float32[B, horizon, C, L]``."""
         counts = window.clamp_min(0).transpose(1, 2)  # [B, C, W]
-        changes = counts[..., 1:] - counts[..., :-1]
-        ordered = torch.cat([changes, -changes], dim=-1).sort(dim=-1).values  # [B, C, 2(W-1)]
-        spread = ordered[..., self.spread_low] * (1 - self.spread_weight) + ordered[..., self.spread_high] * (
-            self.spread_weight
-        )  # [B, C, L]
+        points = (self.spread_low, self.spread_high, self.spread_weight)
+        spread = symmetric_change_quantiles(counts, points)  # [B, C, L]
         counts_ahead = counts[..., -1:].unsqueeze(1) + self.sqrt_horizon * spread.unsqueeze(1)  # [B, H, C, L]
         return torch.log1p(counts_ahead.clamp_min(0))
 
