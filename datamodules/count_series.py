@@ -141,6 +141,25 @@ def warn_negative_days(path: Path, dates: list[str], columns: list[str], daily: 
 QUANTILE_LEVELS: tuple[float, ...] = (0.01, 0.025, *(round(0.05 * k, 2) for k in range(1, 20)), 0.975, 0.99)
 
 
+#: Two levels closer than this are the same level (``(1 - 0.8) / 2`` is 0.09999999999999998, not 0.1).
+LEVEL_TOLERANCE = 1e-6
+
+
+def find_level(level: float, levels: Sequence[float] | torch.Tensor = QUANTILE_LEVELS) -> int | None:
+    """Index of ``level`` among ``levels`` (within :data:`LEVEL_TOLERANCE`), or ``None``."""
+    values = levels.tolist() if isinstance(levels, torch.Tensor) else levels
+    return next((at for at, value in enumerate(values) if abs(value - level) < LEVEL_TOLERANCE), None)
+
+
+def level_index(level: float, levels: Sequence[float] | torch.Tensor = QUANTILE_LEVELS) -> int:
+    """Index of ``level`` among ``levels`` (default :data:`QUANTILE_LEVELS`); ValueError when it is not there."""
+    found = find_level(level, levels)
+    if found is None:
+        values = levels.tolist() if isinstance(levels, torch.Tensor) else list(levels)
+        raise ValueError(f"quantile level {level:g} is not among {values}")
+    return found
+
+
 def monotone_quantiles(quantiles: torch.Tensor) -> torch.Tensor:
     """Non-crossing quantiles: ``quantiles`` (``float[..., L]``, levels increasing) sorted along the last dimension.
 

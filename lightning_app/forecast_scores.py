@@ -21,7 +21,13 @@ from collections.abc import Sequence
 
 import torch
 
-from datamodules.count_series import QUANTILE_LEVELS, hub_baseline_quantiles, monotone_quantiles
+from datamodules.count_series import (
+    LEVEL_TOLERANCE,
+    QUANTILE_LEVELS,
+    find_level,
+    hub_baseline_quantiles,
+    monotone_quantiles,
+)
 
 __all__ = [
     "CENTRAL_INTERVALS",
@@ -37,8 +43,6 @@ __all__ = [
 
 #: Central prediction intervals (in %) whose coverage is reported.
 CENTRAL_INTERVALS: tuple[int, ...] = (50, 80, 95)
-
-_LEVEL_TOLERANCE = 1e-6
 
 Levels = Sequence[float] | torch.Tensor
 
@@ -57,26 +61,20 @@ def _levels_tensor(levels: Levels, like: torch.Tensor) -> torch.Tensor:
     return lv
 
 
-def _level_index(lv: torch.Tensor, level: float) -> int | None:
-    """Index of ``level`` in ``lv`` (within a tolerance), or None."""
-    hits = ((lv - level).abs() < _LEVEL_TOLERANCE).nonzero().flatten()
-    return int(hits[0]) if hits.numel() else None
-
-
 def _symmetric_pairs(lv: torch.Tensor) -> tuple[int, list[tuple[int, int, float]]]:
     """The median's index and ``(lower index, upper index, alpha)`` for each central interval in ``lv``.
 
     Raises ValueError when 0.5 is missing or a level below 0.5 has no partner ``1 - level`` (or vice versa).
     """
-    median = _level_index(lv, 0.5)
+    median = find_level(0.5, lv)
     if median is None:
         raise ValueError(f"quantile levels must contain the median 0.5, got {lv.tolist()}")
     pairs = []
     for i, level in enumerate(lv.tolist()):
-        partner = _level_index(lv, 1.0 - level)
+        partner = find_level(1.0 - level, lv)
         if partner is None:
             raise ValueError(f"quantile levels must be symmetric around 0.5: {level} has no partner {1.0 - level:g}")
-        if level < 0.5 - _LEVEL_TOLERANCE:
+        if level < 0.5 - LEVEL_TOLERANCE:
             pairs.append((i, partner, 2.0 * level))
     return median, pairs
 
@@ -142,7 +140,7 @@ def interval_coverage(
     y = torch.as_tensor(y, dtype=quantiles.dtype, device=quantiles.device)
     lv = _levels_tensor(levels, quantiles)
     tail = (1.0 - width / 100.0) / 2.0
-    lo, hi = _level_index(lv, tail), _level_index(lv, 1.0 - tail)
+    lo, hi = find_level(tail, lv), find_level(1.0 - tail, lv)
     if lo is None or hi is None or not 0 < width < 100:
         raise ValueError(f"a {width}% central interval needs levels {tail:g} and {1 - tail:g}, got {lv.tolist()}")
     hits = ((quantiles[..., lo] <= y) & (y <= quantiles[..., hi])).to(quantiles.dtype)

@@ -8,6 +8,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from datamodules.count_series import level_index
 from lightning_app.forecast_scores import (
     CENTRAL_INTERVALS,
     relative_score,
@@ -119,10 +120,10 @@ class ForecastScores(Metric):
     def __init__(self, levels: Sequence[float], **kwargs) -> None:
         super().__init__(**kwargs)
         self.levels = tuple(levels)
-        self.median = _nearest(self.levels, 0.5)
-        #: ``(lower, upper)`` level indices of each central interval in :data:`CENTRAL_INTERVALS`.
+        self.median = level_index(0.5, self.levels)
+        #: ``(lower, upper, self.levels)`` level indices of each central interval in :data:`CENTRAL_INTERVALS`.
         self.bounds = [
-            (_nearest(self.levels, (1 - width / 100) / 2), _nearest(self.levels, (1 + width / 100) / 2))
+            (level_index((1 - width / 100) / 2, self.levels), level_index((1 + width / 100) / 2, self.levels))
             for width in CENTRAL_INTERVALS
         ]
         for name in ("wis", "baseline_wis", "abs_error", "baseline_abs_error", "inside", "series"):
@@ -191,11 +192,3 @@ class ForecastScores(Metric):
                 "mase_h1": float((h1[0] / h1[1]).nanmean()),
             }
         return result
-
-
-def _nearest(levels: Sequence[float], level: float) -> int:
-    """Index of ``level`` in ``levels`` (within 1e-6); ValueError when it is missing."""
-    for index, candidate in enumerate(levels):
-        if abs(candidate - level) < 1e-6:
-            return index
-    raise ValueError(f"quantile level {level:g} is not among {list(levels)}")

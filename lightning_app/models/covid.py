@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
+from datamodules.count_series import level_index
 from datamodules.covid import daily_from_state
 from lightning_app.forecast_scores import QUANTILE_LEVELS, pinball_loss
 from lightning_app.metrics import (
@@ -55,11 +56,6 @@ class RolloutSource(Protocol):
         """``(history float32[T >= window, C], actual float32[D <= days, C])``: the days before the test period
         and its first ``D`` days."""
         ...
-
-
-def level_index(level: float) -> int:
-    """Index of ``level`` in :data:`LEVELS`."""
-    return min(range(len(LEVELS)), key=lambda index: abs(LEVELS[index] - level))
 
 
 class Forecast(NamedTuple):

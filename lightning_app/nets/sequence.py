@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from datamodules.count_series import interpolation_points, symmetric_change_quantiles
+from datamodules.count_series import interpolation_points, level_index, symmetric_change_quantiles
 
 
 class MultiplicativeBlock(nn.Module):
@@ -228,7 +228,7 @@ class QuantileCovidNet(nn.Module):
         self.register_buffer("spread_weight", weight.float(), persistent=False)
         sqrt_horizon = torch.arange(1, horizon + 1).float().sqrt().view(1, -1, 1, 1)
         self.register_buffer("sqrt_horizon", sqrt_horizon, persistent=False)
-        index = [min(range(len(levels)), key=lambda i: abs(levels[i] - level)) for level in SPREAD_FEATURE_LEVELS]
+        index = [level_index(level, levels) for level in SPREAD_FEATURE_LEVELS]
         self.register_buffer("spread_features", torch.tensor(index), persistent=False)
 
     def baseline_log(self, window: torch.Tensor) -> torch.Tensor:
