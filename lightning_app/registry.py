@@ -220,7 +220,11 @@ TASKS: dict[str, Task] = {
                     max_epochs=1,
                     data_rules=(
                         DataRule("max_epochs", text_max_epochs, "22,500 / training texts, 1-4"),
-                        DataRule("module_kwargs.nb_buckets", text_nb_buckets, "2^24 rows over all outputs"),
+                        DataRule(
+                            "module_kwargs.nb_buckets",
+                            text_nb_buckets,
+                            "3 per training token, 2^16-2^24 over all outputs",
+                        ),
                     ),
                     search_space={
                         "lr": FloatRange(0.02, 0.5, log=True),

@@ -77,8 +77,10 @@ def test_covid19_tutorial_recipe_does_not_pass_the_default_floor(tmp_path: Path)
 
 
 def test_imdb_default_reaches_0_91(tmp_path: Path) -> None:
-    metrics = fit_default("imdb", tmp_path).metrics
-    assert metrics["test/acc"] >= 0.91, metrics
+    result = fit_default("imdb", tmp_path)
+    assert result.metrics["test/acc"] >= 0.91, result.metrics
+    # The data rules give the bundled data the hand-chosen settings (tests/test_data_rules.py's written-out profile).
+    assert result.settings_from_data == {"max_epochs": 1, "module_kwargs.nb_buckets": 1 << 24}
 
 
 def test_cifar2_default_reaches_0_984_and_its_auroc_floor(tmp_path: Path) -> None:

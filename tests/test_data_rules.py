@@ -17,6 +17,10 @@ from lightning_app.data_rules import DataRule, image_max_epochs, text_max_epochs
 from lightning_app.registry import get_task
 from lightning_app.training import build_datamodule, build_datamodule_for_data, format_summary
 
+#: The bundled IMDB split's profile: 22,496 training reviews after the carve, two classes, 234 tokens on average (its
+#: set-up takes a minute, so it is written out here; the slow test_accuracy_floors checks the rules' values on it).
+BUNDLED_IMDB_PROFILE = {"train_size": 22_496, "num_classes": 2, "mean_tokens": 234.3}
+
 
 def text_corpus(folder: Path, n_train: int, labels: tuple[str, ...] = ("0", "1")) -> Path:
     folder.mkdir()
@@ -38,9 +42,7 @@ def test_the_rules_give_the_hand_chosen_settings_on_the_bundled_data():
     assert profile["train_size"] == 605
     assert rules["max_epochs"](profile) == titanic.variant("default").max_epochs == 30
     assert rules["batch_size"](profile) == titanic.datamodule_settings()["batch_size"] == 128
-    # The bundled IMDB split: 22,496 training reviews after the carve, two classes (its set-up takes a minute, so
-    # its profile is written out here; test_imdb checks the bundled data's counts).
-    imdb = {"train_size": 22_496, "num_classes": 2}
+    imdb = BUNDLED_IMDB_PROFILE
     assert text_max_epochs(imdb) == get_task("imdb").variant("default").max_epochs == 1
     assert text_nb_buckets(imdb) == get_task("imdb").module_settings()["nb_buckets"] == 1 << 24
 
@@ -49,13 +51,18 @@ def test_a_small_corpus_gets_more_epochs_and_many_classes_a_smaller_table(tmp_pa
     small = set_up(IMDBDataModule(data_dir=text_corpus(tmp_path / "small", 200), cache_dir=tmp_path / "cache"))
     profile = small.data_profile()
     assert profile["train_size"] == 180 and profile["num_classes"] == 2 and 5 < profile["mean_tokens"] < 50
-    assert text_max_epochs(profile) == 4 and text_nb_buckets(profile) == 1 << 24
+    assert text_max_epochs(profile) == 4 and text_nb_buckets(profile) == 1 << 16  # under 7,000 tokens: the least
     assert text_max_epochs({"train_size": 7_200}) == 3 and text_max_epochs({"train_size": 40_000}) == 1
+    subj = {"train_size": 7_200, "num_classes": 2, "mean_tokens": 21.5}  # 155,000 tokens
+    assert text_nb_buckets(subj) == 1 << 19
+    assert text_nb_buckets({**subj, "mean_tokens": 215.0}) == 1 << 23  # ten times the tokens, 16 times the table
     four_classes = set_up(
         IMDBDataModule(data_dir=text_corpus(tmp_path / "four", 200, ("0", "1", "a", "b")), cache_dir=tmp_path / "c")
     )
-    assert text_nb_buckets(four_classes.data_profile()) == 1 << 22  # 4 outputs x 2^22 rows = the binary 2^24
-    assert text_nb_buckets({"num_classes": 6}) == 1 << 21
+    assert text_nb_buckets(four_classes.data_profile()) == 1 << 16
+    # 4 or 6 outputs on IMDB's tokens: the table over all outputs stays no larger than the binary 2^24.
+    assert text_nb_buckets({**BUNDLED_IMDB_PROFILE, "num_classes": 4}) == 1 << 22
+    assert text_nb_buckets({**BUNDLED_IMDB_PROFILE, "num_classes": 6}) == 1 << 21
 
 
 def test_fewer_images_get_more_epochs(tmp_path: Path):
@@ -91,7 +98,7 @@ def test_what_the_user_sets_wins_and_a_resolved_config_gets_nothing(tmp_path: Pa
     data = text_corpus(tmp_path / "texts", 200, ("0", "1", "2"))
     config = FitConfig(task="imdb", data_dir=str(data), cache_dir=str(tmp_path / "cache"))
     datamodule = build_datamodule(config)
-    assert settings_from_data(config, datamodule) == {"max_epochs": 4, "module_kwargs.nb_buckets": 1 << 22}
+    assert settings_from_data(config, datamodule) == {"max_epochs": 4, "module_kwargs.nb_buckets": 1 << 16}
     mine = FitConfig(**{**vars(config), "max_epochs": 2, "module_kwargs": {"nb_buckets": 1024}})
     assert settings_from_data(mine, datamodule) == {}
     assert settings_from_data(resolve_config(config)[2], datamodule) == {}
