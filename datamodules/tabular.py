@@ -13,6 +13,9 @@ feature set). Pure functions over raw rows, so training data and rows scored fro
 * :func:`parse_row` types one CSV row against that state (:class:`DataError` naming the line and column for a
   non-numeric value in a numeric column); :func:`encode_rows` turns typed rows into ``float32[N, num_features]``.
 
+With ``numeric_bins`` (``TitanicDataModule``'s default 16) a numeric column also gets :func:`quantile_edges` fitted
+on the training part and, after every column's features, its :func:`piecewise_linear` encoding.
+
 Missing values are empty cells and the markers in :data:`MISSING_VALUES`. A numeric column that had missing values
 in the training part also gets a 0/1 ``<column>_missing`` feature. The state is plain JSON values.
 """
@@ -235,7 +238,8 @@ def piecewise_linear(numbers: torch.Tensor, edges: Sequence[float]) -> torch.Ten
 def encode_rows(rows: Sequence[TabularRow], state: dict[str, Any]) -> torch.Tensor:
     """``float32[N, len(feature_names(state))]``: numeric columns standardised (missing: the training median, plus
     the indicator), categorical ones one-hot (missing: ``<missing>`` if the training part had it, else ``<other>``;
-    a level not kept: ``<other>``)."""
+    a level not kept: ``<other>``), then the piecewise-linear bins of the numeric columns that have ``bin_edges``
+    (missing: the training median's)."""
     encoded = []
     binned: list[tuple[int, list[float]]] = []
     for at, spec in enumerate(state["columns"]):

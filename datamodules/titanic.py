@@ -274,7 +274,7 @@ class TitanicDataModule(TaskDataModule):
         numeric_bins: ``"generic"`` encoding only: beside its standardised value, each numeric column gets a
             piecewise-linear encoding over up to this many quantile bins fitted on the training part
             (:func:`datamodules.tabular.piecewise_linear`); 0 for none. The Titanic encodings ignore it.
-            Validation accuracy of the default over ``numeric_bins=0`` (median of seeds is noisy here: means):
+            Mean validation accuracy of the default over ``numeric_bins=0``:
             german_credit +1.4 points (8 seeds), adult -0.1 (3), wine_quality -0.2 (6).
     """
 
