@@ -13,6 +13,9 @@ feature set). Pure functions over raw rows, so training data and rows scored fro
 * :func:`parse_row` types one CSV row against that state (:class:`DataError` naming the line and column for a
   non-numeric value in a numeric column); :func:`encode_rows` turns typed rows into ``float32[N, num_features]``.
 
+With ``numeric_bins`` (``TitanicDataModule``'s default 16) a numeric column also gets :func:`quantile_edges` fitted
+on the training part and, after every column's features, its :func:`piecewise_linear` encoding.
+
 Missing values are empty cells and the markers in :data:`MISSING_VALUES`. A numeric column that had missing values
 in the training part also gets a 0/1 ``<column>_missing`` feature. The state is plain JSON values.
 """
@@ -40,6 +43,9 @@ MIN_LEVEL_COUNT = 2
 #: Names of the extra levels of a categorical column (feature names ``<column>=<level>``).
 MISSING_LEVEL = "<missing>"
 OTHER_LEVEL = "<other>"
+#: Piecewise-linear encoding: a numeric column gets at most this many quantile bins (``numeric_bins``), and none
+#: when its training values give fewer than :data:`MIN_BINS` distinct bins (a 0/1 column gains nothing).
+MIN_BINS = 2
 #: Numbers whose magnitude exceeds this are refused: standardised, they would not stay finite in float32.
 MAX_ABS_VALUE = 1e15
 
@@ -143,10 +149,29 @@ def parse_rows(
     return [parse_row(path, line, row, state, with_label) for line, row in rows]
 
 
+def quantile_edges(numbers: Sequence[float], bins: int) -> list[float]:
+    """Up to ``bins + 1`` increasing bin edges at the quantiles of sorted ``numbers`` (duplicates merged, so a
+    column with few distinct values gets fewer bins); ``[]`` when that leaves fewer than :data:`MIN_BINS` bins."""
+    if bins < MIN_BINS or not numbers:
+        return []
+    last = len(numbers) - 1
+    edges = sorted({float(numbers[round(last * k / bins)]) for k in range(bins + 1)})
+    return edges if len(edges) - 1 >= MIN_BINS else []
+
+
 def fit_tabular_state(
-    rows: Sequence[TabularRow], kinds: dict[str, str], target: str, id_columns: Sequence[str], class_names: list[str]
+    rows: Sequence[TabularRow],
+    kinds: dict[str, str],
+    target: str,
+    id_columns: Sequence[str],
+    class_names: list[str],
+    numeric_bins: int = 0,
 ) -> dict[str, Any]:
-    """The preprocessing state fitted on the training part's ``rows`` (typed against ``kinds``)."""
+    """The preprocessing state fitted on the training part's ``rows`` (typed against ``kinds``).
+
+    ``numeric_bins > 0`` adds to each numeric column the edges of up to that many quantile bins of its training
+    values (``bin_edges``, see :func:`quantile_edges`): the column is then also encoded piecewise-linearly.
+    """
     if not rows:
         raise ValueError("cannot fit a tabular encoding on zero rows")
     columns: list[dict[str, Any]] = []
@@ -168,6 +193,7 @@ def fit_tabular_state(
                     "mean": float(filled.mean()),
                     "std": max(std, 1e-6),
                     "missing_indicator": has_missing,
+                    "bin_edges": quantile_edges(numbers, numeric_bins),
                 }
             )
         else:
@@ -194,14 +220,31 @@ def feature_names(state: dict[str, Any]) -> list[str]:
             names += [spec["name"]] + ([f"{spec['name']}_missing"] if spec["missing_indicator"] else [])
         else:
             names += [f"{spec['name']}={level}" for level in spec["levels"]]
+    for spec in state["columns"]:
+        names += [f"{spec['name']}_bin{k}" for k in range(len(spec.get("bin_edges", [])[1:]))]
     return names
+
+
+def piecewise_linear(numbers: torch.Tensor, edges: Sequence[float]) -> torch.Tensor:
+    """``float32[N, len(edges) - 1]``: per bin ``[lo, hi]``, 1 when a number is at or above ``hi``, 0 below ``lo``,
+    else ``(number - lo) / (hi - lo)`` (Gorishniy et al. 2022, "On Embeddings for Numerical Features in Tabular
+    Deep Learning"; clipped to [0, 1], so values beyond the training range saturate)."""
+    bounds = torch.tensor(edges, dtype=torch.float64)
+    low, high = bounds[:-1], bounds[1:]
+    fraction = (numbers.to(torch.float64).unsqueeze(-1) - low) / (high - low)
+    return fraction.clamp(0.0, 1.0).to(torch.float32)
 
 
 def encode_rows(rows: Sequence[TabularRow], state: dict[str, Any]) -> torch.Tensor:
     """``float32[N, len(feature_names(state))]``: numeric columns standardised (missing: the training median, plus
     the indicator), categorical ones one-hot (missing: ``<missing>`` if the training part had it, else ``<other>``;
-    a level not kept: ``<other>``)."""
+    a level not kept: ``<other>``), then the piecewise-linear bins of the numeric columns that have ``bin_edges``
+    (missing: the training median's)."""
     encoded = []
+    binned: list[tuple[int, list[float]]] = []
+    for at, spec in enumerate(state["columns"]):
+        if spec.get("bin_edges"):
+            binned.append((at, spec["bin_edges"]))
     for row in rows:
         features: list[float] = []
         for value, spec in zip(row.values, state["columns"], strict=True):
@@ -218,7 +261,16 @@ def encode_rows(rows: Sequence[TabularRow], state: dict[str, Any]) -> torch.Tens
                 features += [1.0 if level == choice else 0.0 for choice in levels]
         encoded.append(features)
     width = len(feature_names(state))
-    return torch.tensor(encoded, dtype=torch.float32).reshape(len(rows), width)
+    bins = sum(len(edges) - 1 for _, edges in binned)
+    blocks = [torch.tensor(encoded, dtype=torch.float32).reshape(len(rows), width - bins)]
+    for at, edges in binned:
+        median = state["columns"][at]["median"]
+        numbers = torch.tensor(
+            [median if row.values[at] is None else float(row.values[at]) for row in rows],  # type: ignore[arg-type]
+            dtype=torch.float64,
+        )
+        blocks.append(piecewise_linear(numbers, edges).reshape(len(rows), len(edges) - 1))
+    return torch.cat(blocks, dim=1)
 
 
 def tabular_labels(rows: Sequence[TabularRow]) -> torch.Tensor:

@@ -231,3 +231,71 @@ def test_the_bundled_data_keeps_its_features(feature_set, encoding):
         assert float(features.double().sum()) == pytest.approx(total, abs=2e-3)
         assert float(features.double().abs().sum()) == pytest.approx(absolute, abs=2e-3)
         assert int(labels.sum()) == positives
+
+
+def test_piecewise_linear_bins_are_fitted_on_the_training_part(table_dir: Path):
+    from datamodules.tabular import piecewise_linear, quantile_edges
+
+    assert quantile_edges([0.0, 1.0, 2.0, 3.0, 4.0], 4) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert quantile_edges([0.0, 0.0, 1.0, 1.0], 8) == []  # one bin: nothing to add to the standardised value
+    assert quantile_edges([1.0, 2.0, 3.0], 0) == []
+    encoded = piecewise_linear(torch.tensor([-1.0, 0.5, 2.5, 9.0]), [0.0, 1.0, 2.0, 3.0])
+    expected = [[0, 0, 0], [0.5, 0, 0], [1, 1, 0.5], [1, 1, 1]]  # below the range 0, beyond it 1
+    assert torch.allclose(encoded, torch.tensor(expected, dtype=torch.float32))
+
+    dm = table_module(table_dir, numeric_bins=4)
+    state = dm.preprocessing_state()
+    json.dumps(state)
+    columns = {spec["name"]: spec for spec in state["columns"]}
+    edges = columns["petal"]["bin_edges"]
+    assert len(edges) == 5 and edges == sorted(edges)
+    names = feature_names(state)
+    assert [name for name in names if name.startswith("petal_bin")] == [f"petal_bin{k}" for k in range(4)]
+    assert dm.model_kwargs()["num_features"] == len(names) == dm.train_set.tensors[0].shape[1]
+    # Edges from the training part only: the training part's petal values span them, the first and last edge
+    # being its minimum and maximum (the standardised column gives those back).
+    petal = dm.train_set.tensors[0][:, names.index("petal")] * columns["petal"]["std"] + columns["petal"]["mean"]
+    assert petal.min().item() == pytest.approx(edges[0], abs=1e-4)
+    assert petal.max().item() == pytest.approx(edges[-1], abs=1e-4)
+    # A missing value is the training median's bins; an unseen large one saturates.
+    row = {"petal": "", "sepal": "?", "colour": "purple", "site": "nowhere"}
+    encoded = encode_rows([parse_row(Path("x.csv"), 2, row, state)], state)[0]
+    median_bins = piecewise_linear(torch.tensor([columns["petal"]["median"]]), edges)[0]
+    at = names.index("petal_bin0")
+    assert torch.equal(encoded[at : at + 4], median_bins)
+    big = encode_rows([parse_row(Path("x.csv"), 2, {**row, "petal": "1e6"}, state)], state)[0]
+    assert big[at : at + 4].tolist() == [1.0, 1.0, 1.0, 1.0] and torch.isfinite(big).all()
+    # Without bins (and for states saved before them) the encoding is as before.
+    plain = table_module(table_dir, numeric_bins=0).preprocessing_state()
+    assert not any(name.startswith("petal_bin") for name in feature_names(plain))
+
+
+def test_a_model_with_piecewise_linear_bins_scores_raw_rows_from_its_saved_state(table_dir: Path):
+    from lightning_app.models import TitanicModule
+
+    dm = table_module(table_dir, numeric_bins=8)
+    state = json.loads(json.dumps(dm.preprocessing_state()))  # what a checkpoint gives back
+    module = TitanicModule(**dm.model_kwargs(), preprocessing=state).eval()
+    raw = table_rows(4, seed=3, colours=("mauve",))
+    raw[0]["petal"], raw[1]["petal"] = "", "250"
+    records = module.predict_raw(raw)
+    assert [record["label"] for record in records] and all(r["label"] in SPECIES for r in records)
+    typed = [parse_row(Path("x.csv"), at, row, state) for at, row in enumerate(raw, start=2)]
+    assert torch.equal(encode_rows(typed, state), encode_rows(typed, dm.preprocessing_state()))
+    with pytest.raises(ValueError, match="numeric_bins"):
+        TitanicDataModule(data_dir=table_dir, numeric_bins=-1)
+
+
+def test_a_checkpoint_from_before_the_bins_rebuilds_its_data_without_them(table_dir: Path):
+    from lightning_app.checkpoints import LoadedCheckpoint
+    from lightning_app.models import TitanicModule
+    from lightning_app.registry import get_task
+
+    settings = {"data_dir": str(table_dir), "target_column": "species", "id_columns": ["row_id"]}
+    old = LoadedCheckpoint(get_task("titanic"), TitanicModule(), {"datamodule_hyper_parameters": settings}, Path())
+    assert old.datamodule().hparams.numeric_bins == 0
+    new = LoadedCheckpoint(
+        old.task, old.module, {"datamodule_hyper_parameters": {**settings, "numeric_bins": 16}}, Path()
+    )
+    assert new.datamodule().hparams.numeric_bins == 16
+    assert TitanicDataModule().hparams.numeric_bins == 16  # the default for tables
