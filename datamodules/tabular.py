@@ -13,8 +13,9 @@ feature set). Pure functions over raw rows, so training data and rows scored fro
 * :func:`parse_row` types one CSV row against that state (:class:`DataError` naming the line and column for a
   non-numeric value in a numeric column); :func:`encode_rows` turns typed rows into ``float32[N, num_features]``.
 
-With ``numeric_bins`` (``TitanicDataModule``'s default 16) a numeric column also gets :func:`quantile_edges` fitted
-on the training part and, after every column's features, its :func:`piecewise_linear` encoding.
+With ``numeric_bins > 0`` (``TitanicDataModule(numeric_bins=16)``; off by default) a numeric column also gets
+:func:`quantile_edges` fitted on the training part and, after every column's features, its :func:`piecewise_linear`
+encoding.
 
 Missing values are empty cells and the markers in :data:`MISSING_VALUES`. A numeric column that had missing values
 in the training part also gets a 0/1 ``<column>_missing`` feature. The state is plain JSON values.

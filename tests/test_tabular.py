@@ -265,8 +265,9 @@ def test_piecewise_linear_bins_are_fitted_on_the_training_part(table_dir: Path):
     assert torch.equal(encoded[at : at + 4], median_bins)
     big = encode_rows([parse_row(Path("x.csv"), 2, {**row, "petal": "1e6"}, state)], state)[0]
     assert big[at : at + 4].tolist() == [1.0, 1.0, 1.0, 1.0] and torch.isfinite(big).all()
-    # Without bins (and for states saved before them) the encoding is as before.
-    plain = table_module(table_dir, numeric_bins=0).preprocessing_state()
+    # Without bins (the default, and states saved before them) the encoding is as before.
+    plain = table_module(table_dir).preprocessing_state()
+    assert TitanicDataModule().hparams.numeric_bins == 0
     assert not any(name.startswith("petal_bin") for name in feature_names(plain))
 
 
@@ -284,18 +285,3 @@ def test_a_model_with_piecewise_linear_bins_scores_raw_rows_from_its_saved_state
     assert torch.equal(encode_rows(typed, state), encode_rows(typed, dm.preprocessing_state()))
     with pytest.raises(ValueError, match="numeric_bins"):
         TitanicDataModule(data_dir=table_dir, numeric_bins=-1)
-
-
-def test_a_checkpoint_from_before_the_bins_rebuilds_its_data_without_them(table_dir: Path):
-    from lightning_app.checkpoints import LoadedCheckpoint
-    from lightning_app.models import TitanicModule
-    from lightning_app.registry import get_task
-
-    settings = {"data_dir": str(table_dir), "target_column": "species", "id_columns": ["row_id"]}
-    old = LoadedCheckpoint(get_task("titanic"), TitanicModule(), {"datamodule_hyper_parameters": settings}, Path())
-    assert old.datamodule().hparams.numeric_bins == 0
-    new = LoadedCheckpoint(
-        old.task, old.module, {"datamodule_hyper_parameters": {**settings, "numeric_bins": 16}}, Path()
-    )
-    assert new.datamodule().hparams.numeric_bins == 16
-    assert TitanicDataModule().hparams.numeric_bins == 16  # the default for tables
