@@ -384,3 +384,21 @@ def test_image_peer_trains_the_small_cnn_on_the_datamodules_carve(tmp_path: Path
     text = section(rows, tmp_path, 42)
     summary = [line for line in text.splitlines() if line.count(" | ") == 9 and line.startswith("| flowers12")]
     assert f"{CNN_MODEL}: {row.values[0]:.4f}" in summary[0]
+
+
+def test_peers_over_several_carves_give_one_row_each_with_every_seeds_choice():
+    from benchmarks.external.run import over_seeds
+    from benchmarks.peers import Row
+
+    def rows(tf_idf: float, c: str) -> list[Row]:
+        note = f"C={c} chosen on validation; 2 classes"
+        return [Row("subj", "TF-IDF", "scikit-learn", "test/acc", [tf_idf], [1.0], note),
+                Row("subj", "NBSVM", "scikit-learn", "test/acc", [0.8], [2.0], note)]  # fmt: skip
+
+    merged = over_seeds([rows(0.91, "1.0"), rows(0.90, "3.0"), rows(0.92, "1.0")], [42, 43, 44])
+    assert [row.model for row in merged] == ["TF-IDF", "NBSVM"]
+    assert merged[0].values == [0.91, 0.90, 0.92] and merged[1].seconds == [2.0, 2.0, 2.0]
+    assert merged[0].note == "seeds 42,43,44: C=1.0 / C=3.0 / C=1.0 chosen on validation; 2 classes"
+    assert "0.9100 (0.9000-0.9200) | 1.0 (1.0-1.0) | 3 |" in merged[0].markdown()  # the median and the range
+    one = rows(0.91, "1.0")
+    assert over_seeds([one], [42]) == one

@@ -298,8 +298,11 @@ def image_peers(
     return [_row(dataset, CNN_MODEL, score, classes, TORCH_KIND)]
 
 
+CHOSEN = " chosen on validation"
+
+
 def _row(dataset: Dataset, model: str, score: PeerScore, classes: int, kind: str = "scikit-learn") -> Row:
-    note = f"{score.chosen} chosen on validation; {classes} classes"
+    note = f"{score.chosen}{CHOSEN}; {classes} classes"
     return Row(dataset.name, model, kind, "test/acc", [score.accuracy], [score.seconds], note)
 
 
@@ -349,16 +352,33 @@ def rows_for(
     variants: Sequence[str] = ("default", "tutorial"),
 ) -> list[Row]:
     folder = cache_dir / dataset.name
+    seed_list = [seed + k for k in range(seeds)]
     rows = []
     if "peers" in what and dataset.kind == "text":
-        rows += text_peers(dataset, folder, seed)
+        rows += over_seeds([text_peers(dataset, folder, each) for each in seed_list], seed_list)
     if "peers" in what and dataset.kind == "table":
-        rows += table_peers(dataset, folder, seed)
-    if "peers" in what and dataset.kind == "image":
+        rows += over_seeds([table_peers(dataset, folder, each) for each in seed_list], seed_list)
+    if "peers" in what and dataset.kind == "image":  # minutes per run: the first seed's carve only
         rows += image_peers(dataset, folder, seed)
     if "project" in what:
-        rows += project_rows(dataset, folder, [seed + k for k in range(seeds)], variants)
+        rows += project_rows(dataset, folder, seed_list, variants)
     return rows
+
+
+def over_seeds(rows_per_seed: Sequence[list[Row]], seeds: Sequence[int]) -> list[Row]:
+    """One row per peer from its rows on each seed's carve: every seed's accuracy and seconds, and the settings
+    validation chose on each (``C=1.0 / 3.0 / 1.0 chosen on validation; ...``)."""
+    if len(rows_per_seed) == 1:
+        return rows_per_seed[0]
+    merged = []
+    for same_model in zip(*rows_per_seed, strict=True):
+        first = same_model[0]
+        chosen = [row.note.split(CHOSEN)[0] for row in same_model]
+        note = f"seeds {','.join(map(str, seeds))}: {' / '.join(chosen)}{CHOSEN}{first.note.split(CHOSEN, 1)[1]}"
+        values = [value for row in same_model for value in row.values]
+        seconds = [second for row in same_model for second in row.seconds]
+        merged.append(Row(first.task, first.model, first.kind, first.metric, values, seconds, note))
+    return merged
 
 
 def dataset_table(cache_dir: Path) -> list[str]:
@@ -517,7 +537,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="limit torch, BLAS and OpenMP threads (OpenMP busy-waits when loaded)")  # fmt: skip
     parser.add_argument("--what", nargs="+", default=["peers", "project"], choices=["peers", "project"],
                         help="classical peers, this project's models, or both (default)")  # fmt: skip
-    parser.add_argument("--seeds", type=int, default=1, help="seeds of this project's default variant (default 1)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds (carves) of this project's default variant and of the text and table peers, from "
+                             "--seed on (default 1; the image peer runs on --seed's carve only)")  # fmt: skip
     parser.add_argument("--variants", nargs="+", default=["default", "tutorial"], choices=["default", "tutorial"])
     args = parser.parse_args(argv)
     if args.threads:
