@@ -121,7 +121,7 @@ class ForecastScores(Metric):
         super().__init__(**kwargs)
         self.levels = tuple(levels)
         self.median = level_index(0.5, self.levels)
-        #: ``(lower, upper, self.levels)`` level indices of each central interval in :data:`CENTRAL_INTERVALS`.
+        #: ``(lower, upper)`` level indices of each central interval in :data:`CENTRAL_INTERVALS`.
         self.bounds = [
             (level_index((1 - width / 100) / 2, self.levels), level_index((1 + width / 100) / 2, self.levels))
             for width in CENTRAL_INTERVALS
