@@ -9,7 +9,7 @@ import contextlib
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -51,6 +51,9 @@ class TaskDataModule(pl.LightningDataModule):
 
     #: Folder under :data:`PACKAGED_DATA_DIR` holding this task's bundled data.
     packaged_subdir: str = ""
+    #: Arguments added after checkpoints were written, with the value that rebuilds those checkpoints' data: a
+    #: checkpoint whose saved DataModule settings lack one gets this value, not the new default.
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         super().__init__()

@@ -272,14 +272,16 @@ class TitanicDataModule(TaskDataModule):
             ``train.csv`` has it. Every column named must exist.
         num_workers: DataLoader workers; the tensors are in memory, so 0 is fastest.
         numeric_bins: ``"generic"`` encoding only: beside its standardised value, each numeric column gets a
-            piecewise-linear encoding over up to this many quantile bins fitted on the training part
-            (:func:`datamodules.tabular.piecewise_linear`); 0 (the default) for none. The Titanic encodings ignore
-            it. Mean validation accuracy with 16 bins over none: german_credit +1.4 points (8 seeds, within the
-            noise of its 120 validation rows), adult -0.1 (3), wine_quality -0.2 (6): not enough to make it the
-            default.
+            piecewise-linear encoding over up to this many bins at the quantiles of its distinct training values
+            (:func:`datamodules.tabular.quantile_edges`, :func:`~datamodules.tabular.piecewise_linear`); 0 for none.
+            The Titanic encodings ignore it. Validation accuracy with 32 bins over none (seeds 42-44, best-loss
+            checkpoint): adult 0.8655 vs 0.8582 (every seed, validation loss 0.287 vs 0.307), german_credit 0.781 vs
+            0.764, wine_quality 0.587 vs 0.599.
     """
 
     packaged_subdir = "titanic"
+    #: Checkpoints from before the piecewise-linear bins encoded their tables without them.
+    legacy_defaults = {"numeric_bins": 0}
 
     def __init__(
         self,
@@ -291,7 +293,7 @@ class TitanicDataModule(TaskDataModule):
         target_column: str = LABEL_COLUMN,
         id_columns: list[str] | None = None,
         num_workers: int = 0,
-        numeric_bins: int = 0,
+        numeric_bins: int = 32,
     ) -> None:
         super().__init__(data_dir)
         if feature_set not in get_args(FeatureSetChoice):

@@ -111,10 +111,14 @@ class LoadedCheckpoint:
     def datamodule(self, **overrides: Any) -> TaskDataModule:
         """The task's DataModule with the settings the checkpoint was trained with, ``overrides`` on top.
 
-        Overrides set to ``None`` are ignored. Settings and overrides the DataModule does not take are dropped
+        A setting the checkpoint predates takes the DataModule's ``legacy_defaults`` value. Overrides set to
+        ``None`` are ignored. Settings and overrides the DataModule does not take are dropped
         (covid19 checkpoints written before its unused ``seed`` argument was removed still hold one).
         """
         settings = dict(self.checkpoint.get("datamodule_hyper_parameters") or {})
+        if settings:
+            for key, value in self.task.datamodule.legacy_defaults.items():
+                settings.setdefault(key, value)
         settings.update({key: value for key, value in overrides.items() if value is not None})
         return self.task.datamodule(
             **{key: value for key, value in settings.items() if accepts_argument(self.task.datamodule, key)}

@@ -260,14 +260,13 @@ def test_piecewise_linear_bins_are_fitted_on_the_training_part(table_dir: Path):
     # A missing value is the training median's bins; an unseen large one saturates.
     row = {"petal": "", "sepal": "?", "colour": "purple", "site": "nowhere"}
     encoded = encode_rows([parse_row(Path("x.csv"), 2, row, state)], state)[0]
-    median_bins = piecewise_linear(torch.tensor([columns["petal"]["median"]]), edges)[0]
+    median_bins = piecewise_linear(torch.tensor([columns["petal"]["median"]], dtype=torch.float64), edges)[0]
     at = names.index("petal_bin0")
     assert torch.equal(encoded[at : at + 4], median_bins)
     big = encode_rows([parse_row(Path("x.csv"), 2, {**row, "petal": "1e6"}, state)], state)[0]
     assert big[at : at + 4].tolist() == [1.0, 1.0, 1.0, 1.0] and torch.isfinite(big).all()
-    # Without bins (the default, and states saved before them) the encoding is as before.
-    plain = table_module(table_dir).preprocessing_state()
-    assert TitanicDataModule().hparams.numeric_bins == 0
+    # Without bins (and for states saved before them) the encoding is as before.
+    plain = table_module(table_dir, numeric_bins=0).preprocessing_state()
     assert not any(name.startswith("petal_bin") for name in feature_names(plain))
 
 
@@ -285,3 +284,25 @@ def test_a_model_with_piecewise_linear_bins_scores_raw_rows_from_its_saved_state
     assert torch.equal(encode_rows(typed, state), encode_rows(typed, dm.preprocessing_state()))
     with pytest.raises(ValueError, match="numeric_bins"):
         TitanicDataModule(data_dir=table_dir, numeric_bins=-1)
+
+
+def test_a_checkpoint_from_before_the_bins_rebuilds_its_data_without_them(table_dir: Path):
+    from lightning_app.checkpoints import LoadedCheckpoint
+    from lightning_app.models import TitanicModule
+    from lightning_app.registry import get_task
+
+    settings = {"data_dir": str(table_dir), "target_column": "species", "id_columns": ["row_id"]}
+    old = LoadedCheckpoint(get_task("titanic"), TitanicModule(), {"datamodule_hyper_parameters": settings}, Path())
+    assert old.datamodule().hparams.numeric_bins == 0
+    new = LoadedCheckpoint(
+        old.task, old.module, {"datamodule_hyper_parameters": {**settings, "numeric_bins": 32}}, Path()
+    )
+    assert new.datamodule().hparams.numeric_bins == 32
+    assert TitanicDataModule().hparams.numeric_bins == 32  # the default for tables
+
+
+def test_bins_sit_at_the_quantiles_of_the_distinct_values():
+    from datamodules.tabular import quantile_edges
+
+    mostly_zero = [0.0] * 90 + [float(value) for value in range(1, 11)]  # like adult's capital-gain
+    assert quantile_edges(mostly_zero, 4) == [0.0, 2.0, 5.0, 8.0, 10.0]  # not [0, 0, 0, 0, 10] -> one bin
