@@ -44,8 +44,8 @@ MIN_LEVEL_COUNT = 2
 #: Names of the extra levels of a categorical column (feature names ``<column>=<level>``).
 MISSING_LEVEL = "<missing>"
 OTHER_LEVEL = "<other>"
-#: Piecewise-linear encoding: a numeric column gets at most this many quantile bins (``numeric_bins``), and none
-#: when its training values give fewer than :data:`MIN_BINS` distinct bins (a 0/1 column gains nothing).
+#: Piecewise-linear encoding: the fewest bins a numeric column gets (up to ``numeric_bins``); a column whose distinct
+#: training values give fewer gets none (a 0/1 column would gain nothing over its standardised value).
 MIN_BINS = 2
 #: Numbers whose magnitude exceeds this are refused: standardised, they would not stay finite in float32.
 MAX_ABS_VALUE = 1e15
