@@ -387,18 +387,18 @@ def test_image_peer_trains_the_small_cnn_on_the_datamodules_carve(tmp_path: Path
 
 
 def test_peers_over_several_carves_give_one_row_each_with_every_seeds_choice():
-    from benchmarks.external.run import over_seeds
-    from benchmarks.peers import Row
+    from benchmarks.external.run import PeerRun, peer_rows
+    from benchmarks.peers import PeerScore
 
-    def rows(tf_idf: float, c: str) -> list[Row]:
-        note = f"C={c} chosen on validation; 2 classes"
-        return [Row("subj", "TF-IDF", "scikit-learn", "test/acc", [tf_idf], [1.0], note),
-                Row("subj", "NBSVM", "scikit-learn", "test/acc", [0.8], [2.0], note)]  # fmt: skip
+    def runs(tf_idf: float, c: str) -> list[PeerRun]:
+        return [PeerRun("TF-IDF", PeerScore(tf_idf, 1.0, f"C={c}"), 2),
+                PeerRun("NBSVM", PeerScore(0.8, 2.0, f"C={c}"), 2)]  # fmt: skip
 
-    merged = over_seeds([rows(0.91, "1.0"), rows(0.90, "3.0"), rows(0.92, "1.0")], [42, 43, 44])
+    subj = BY_NAME["subj"]
+    merged = peer_rows(subj, [runs(0.91, "1.0"), runs(0.90, "3.0"), runs(0.92, "1.0")], [42, 43, 44])
     assert [row.model for row in merged] == ["TF-IDF", "NBSVM"]
     assert merged[0].values == [0.91, 0.90, 0.92] and merged[1].seconds == [2.0, 2.0, 2.0]
     assert merged[0].note == "seeds 42,43,44: C=1.0 / C=3.0 / C=1.0 chosen on validation; 2 classes"
     assert "0.9100 (0.9000-0.9200) | 1.0 (1.0-1.0) | 3 |" in merged[0].markdown()  # the median and the range
-    one = rows(0.91, "1.0")
-    assert over_seeds([one], [42]) == one
+    (one,) = peer_rows(subj, [runs(0.91, "1.0")[:1]], [42])
+    assert (one.task, one.values, one.note) == ("subj", [0.91], "C=1.0 chosen on validation; 2 classes")

@@ -82,14 +82,14 @@ def _codes(labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     return np.array([index[label] for label in labels]), values
 
 
-def text_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
+def text_peers(dataset: Dataset, folder: Path, seed: int) -> list[PeerRun]:
     train_labels, train_texts, _ = read_labeled_texts(folder / "train.tsv")
     test_labels, test_texts, _ = read_labeled_texts(folder / "test.tsv")
     y, values = _codes(train_labels + test_labels)
     y_train, y_test = y[: len(train_labels)], y[len(train_labels) :]
     fit_rows, val_rows = (part.numpy() for part in train_val_split(len(train_texts), VAL_FRACTION, seed, folder))
     scores = text_peer_scores(train_texts, y_train, fit_rows, val_rows, test_texts, y_test)
-    return [_row(dataset, model, score, len(values)) for model, score in scores]
+    return [PeerRun(model, score, len(values)) for model, score in scores]
 
 
 # -- tables -----------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def table_logistic(x_fit, y_fit, x_val, y_val, x_test, y_test) -> PeerScore:
     return PeerScore(float(fitted.score(x_test, y_test)), seconds, f"C={best}")
 
 
-def table_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
+def table_peers(dataset: Dataset, folder: Path, seed: int) -> list[PeerRun]:
     header, train = read_table(folder / "train.csv")
     test_header, test = read_table(folder / "test.csv")
     if test_header != header:
@@ -201,8 +201,8 @@ def table_peers(dataset: Dataset, folder: Path, seed: int) -> list[Row]:
         encoder.for_linear(test_cells), y_test,
     )  # fmt: skip
     return [
-        _row(dataset, "HistGradientBoostingClassifier", boosted, len(values)),
-        _row(dataset, "LogisticRegression (one-hot, standardised)", linear, len(values)),
+        PeerRun("HistGradientBoostingClassifier", boosted, len(values)),
+        PeerRun("LogisticRegression (one-hot, standardised)", linear, len(values)),
     ]
 
 
@@ -295,15 +295,35 @@ def image_peers(
     parts = [(part.images, part.labels) for part in (datamodule.train_set, datamodule.val_set, datamodule.test_set)]
     classes = len(datamodule.class_names)
     score = small_cnn(*parts, datamodule.mean, datamodule.std, classes, seed, epochs)
-    return [_row(dataset, CNN_MODEL, score, classes, TORCH_KIND)]
+    return peer_rows(dataset, [[PeerRun(CNN_MODEL, score, classes, TORCH_KIND)]], [seed])
 
 
 CHOSEN = " chosen on validation"
 
 
-def _row(dataset: Dataset, model: str, score: PeerScore, classes: int, kind: str = "scikit-learn") -> Row:
-    note = f"{score.chosen}{CHOSEN}; {classes} classes"
-    return Row(dataset.name, model, kind, "test/acc", [score.accuracy], [score.seconds], note)
+@dataclass
+class PeerRun:
+    """A peer's score on one seed's carve (its setting chosen on that carve's validation part)."""
+
+    model: str
+    score: PeerScore
+    classes: int
+    kind: str = "scikit-learn"
+
+
+def peer_rows(dataset: Dataset, runs_per_seed: Sequence[list[PeerRun]], seeds: Sequence[int]) -> list[Row]:
+    """One row per peer from its runs on each seed's carve: every seed's accuracy and seconds, and the settings
+    validation chose on each (``seeds 42,43,44: C=1.0 / C=3.0 / C=1.0 chosen on validation; ...``)."""
+    rows = []
+    for same_peer in zip(*runs_per_seed, strict=True):
+        first = same_peer[0]
+        ran = f"seeds {','.join(map(str, seeds))}: " if len(seeds) > 1 else ""
+        chosen = " / ".join(run.score.chosen for run in same_peer)
+        note = f"{ran}{chosen}{CHOSEN}; {first.classes} classes"
+        values = [run.score.accuracy for run in same_peer]
+        seconds = [run.score.seconds for run in same_peer]
+        rows.append(Row(dataset.name, first.model, first.kind, "test/acc", values, seconds, note))
+    return rows
 
 
 # -- this project's models -------------------------------------------------------------------------------
@@ -354,31 +374,14 @@ def rows_for(
     folder = cache_dir / dataset.name
     seed_list = [seed + k for k in range(seeds)]
     rows = []
-    if "peers" in what and dataset.kind == "text":
-        rows += over_seeds([text_peers(dataset, folder, each) for each in seed_list], seed_list)
-    if "peers" in what and dataset.kind == "table":
-        rows += over_seeds([table_peers(dataset, folder, each) for each in seed_list], seed_list)
+    if "peers" in what and dataset.kind in ("text", "table"):
+        peers = text_peers if dataset.kind == "text" else table_peers
+        rows += peer_rows(dataset, [peers(dataset, folder, each) for each in seed_list], seed_list)
     if "peers" in what and dataset.kind == "image":  # minutes per run: the first seed's carve only
         rows += image_peers(dataset, folder, seed)
     if "project" in what:
         rows += project_rows(dataset, folder, seed_list, variants)
     return rows
-
-
-def over_seeds(rows_per_seed: Sequence[list[Row]], seeds: Sequence[int]) -> list[Row]:
-    """One row per peer from its rows on each seed's carve: every seed's accuracy and seconds, and the settings
-    validation chose on each (``C=1.0 / 3.0 / 1.0 chosen on validation; ...``)."""
-    if len(rows_per_seed) == 1:
-        return rows_per_seed[0]
-    merged = []
-    for same_model in zip(*rows_per_seed, strict=True):
-        first = same_model[0]
-        chosen = [row.note.split(CHOSEN)[0] for row in same_model]
-        note = f"seeds {','.join(map(str, seeds))}: {' / '.join(chosen)}{CHOSEN}{first.note.split(CHOSEN, 1)[1]}"
-        values = [value for row in same_model for value in row.values]
-        seconds = [second for row in same_model for second in row.seconds]
-        merged.append(Row(first.task, first.model, first.kind, first.metric, values, seconds, note))
-    return merged
 
 
 def dataset_table(cache_dir: Path) -> list[str]:
