@@ -240,6 +240,11 @@ def piecewise_linear(numbers: torch.Tensor, edges: Sequence[float]) -> torch.Ten
     return fraction.clamp(0.0, 1.0).to(torch.float32)
 
 
+def filled_number(value: float | str | None, spec: dict[str, Any]) -> float:
+    """A numeric column's value, or its training median where it is missing (``None``)."""
+    return spec["median"] if value is None else float(value)  # type: ignore[arg-type]
+
+
 def encode_rows(rows: Sequence[TabularRow], state: dict[str, Any]) -> torch.Tensor:
     """``float32[N, len(feature_names(state))]``: numeric columns standardised (missing: the training median, plus
     the indicator), categorical ones one-hot (missing: ``<missing>`` if the training part had it, else ``<other>``;
@@ -254,8 +259,7 @@ def encode_rows(rows: Sequence[TabularRow], state: dict[str, Any]) -> torch.Tens
         features: list[float] = []
         for value, spec in zip(row.values, state["columns"], strict=True):
             if spec["kind"] == "numeric":
-                number = spec["median"] if value is None else float(value)  # type: ignore[arg-type]
-                features.append((number - spec["mean"]) / spec["std"])
+                features.append((filled_number(value, spec) - spec["mean"]) / spec["std"])
                 if spec["missing_indicator"]:
                     features.append(float(value is None))
             else:
@@ -269,11 +273,8 @@ def encode_rows(rows: Sequence[TabularRow], state: dict[str, Any]) -> torch.Tens
     bins = sum(len(edges) - 1 for _, edges in binned)
     blocks = [torch.tensor(encoded, dtype=torch.float32).reshape(len(rows), width - bins)]
     for at, edges in binned:
-        median = state["columns"][at]["median"]
-        numbers = torch.tensor(
-            [median if row.values[at] is None else float(row.values[at]) for row in rows],  # type: ignore[arg-type]
-            dtype=torch.float64,
-        )
+        spec = state["columns"][at]
+        numbers = torch.tensor([filled_number(row.values[at], spec) for row in rows], dtype=torch.float64)
         blocks.append(piecewise_linear(numbers, edges).reshape(len(rows), len(edges) - 1))
     return torch.cat(blocks, dim=1)
 
