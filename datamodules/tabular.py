@@ -242,7 +242,7 @@ def piecewise_linear(numbers: torch.Tensor, edges: Sequence[float]) -> torch.Ten
 
 def filled_number(value: float | str | None, spec: dict[str, Any]) -> float:
     """A numeric column's value, or its training median where it is missing (``None``)."""
-    return spec["median"] if value is None else float(value)  # type: ignore[arg-type]
+    return spec["median"] if value is None else float(value)
 
 
 def encode_rows(rows: Sequence[TabularRow], state: dict[str, Any]) -> torch.Tensor:
