@@ -52,6 +52,7 @@ from pytorch_lightning.loggers import CSVLogger
 from tqdm.auto import tqdm
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule
+from datamodules.count_series import level_index
 from datamodules.covid import BUNDLED_PANEL
 from datamodules.errors import DataError
 from datamodules.files import atomic_write_bytes
@@ -68,7 +69,7 @@ from lightning_app.forecast_scores import (
     weighted_interval_score,
 )
 from lightning_app.models import TaskModule
-from lightning_app.models.covid import LEVELS, level_index
+from lightning_app.models.covid import LEVELS
 from lightning_app.registry import TASKS, get_task
 from lightning_app.tables import format_table
 from lightning_app.training import build_module, training_steps_per_epoch

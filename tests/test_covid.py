@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from datamodules import PACKAGED_DATA_DIR, Covid19DataModule, DataError
-from datamodules.count_series import COUNT_COLUMNS, daily_differences, make_windows, read_counts
+from datamodules.count_series import COUNT_COLUMNS, daily_differences, level_index, make_windows, read_counts
 from datamodules.covid import forecast_samples
 from lightning_app.metrics import MeanSquaredPercentageError, mean_squared_percentage_error
 from lightning_app.models import Covid19Module
-from lightning_app.models.covid import LEVELS, level_index
+from lightning_app.models.covid import LEVELS
 from lightning_app.registry import CHINA_ONLY
 
 #: The previous default: persistence on log counts plus learned corrections, all starting at zero.

@@ -154,8 +154,8 @@ def test_forecast_interval_is_the_validation_residual_quantiles_and_covers_80_pe
     """
     import pytorch_lightning as pl
 
+    from datamodules.count_series import level_index
     from datamodules.covid import forecast_samples
-    from lightning_app.models.covid import level_index
 
     module = Covid19Module(
         num_series=2, horizon=1, net="log_trend", preprocessing={"window": WINDOW, "columns": ["a", "b"]}

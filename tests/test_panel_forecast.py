@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from datamodules import Covid19DataModule, DataError
+from datamodules.count_series import level_index
 from lightning_app.forecast_scores import hub_baseline_quantiles, relative_score, weighted_interval_score
 from lightning_app.metrics import ForecastScores
 from lightning_app.models import Covid19Module
-from lightning_app.models.covid import LEVELS, level_index
+from lightning_app.models.covid import LEVELS
 from lightning_app.nets import QuantileCovidNet
 
 
