@@ -13,7 +13,7 @@ feature set). Pure functions over raw rows, so training data and rows scored fro
 * :func:`parse_row` types one CSV row against that state (:class:`DataError` naming the line and column for a
   non-numeric value in a numeric column); :func:`encode_rows` turns typed rows into ``float32[N, num_features]``.
 
-With ``numeric_bins > 0`` (``TitanicDataModule``'s default 32) a numeric column also gets
+With ``numeric_bins > 0`` (``TitanicDataModule``'s default 128) a numeric column also gets
 :func:`quantile_edges` fitted on the training part and, after every column's features, its :func:`piecewise_linear`
 encoding.
 

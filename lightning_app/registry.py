@@ -18,6 +18,7 @@ from lightning_app.data_rules import (
     DataRule,
     image_max_epochs,
     table_batch_size,
+    table_lr,
     table_max_epochs,
     text_max_epochs,
     text_nb_buckets,
@@ -129,6 +130,7 @@ TASKS: dict[str, Task] = {
                             "30 at 605 rows, x sqrt(rows / 605), 30-100, at most 1M rows seen",
                         ),
                         DataRule("batch_size", table_batch_size, "power of two near rows / 50, 128-512"),
+                        DataRule("lr", table_lr, "3e-3 under 10,000 rows, 1e-3 from there"),
                     ),
                     # No max_epochs: the best checkpoint is kept and no schedule depends on the epoch count.
                     search_space={

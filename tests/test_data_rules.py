@@ -42,6 +42,7 @@ def test_the_rules_give_the_hand_chosen_settings_on_the_bundled_data():
     assert profile["train_size"] == 605
     assert rules["max_epochs"](profile) == titanic.variant("default").max_epochs == 30
     assert rules["batch_size"](profile) == titanic.datamodule_settings()["batch_size"] == 128
+    assert rules["lr"](profile) == titanic.module_settings()["lr"] == 3e-3
     imdb = BUNDLED_IMDB_PROFILE
     assert text_max_epochs(imdb) == get_task("imdb").variant("default").max_epochs == 1
     assert text_nb_buckets(imdb) == get_task("imdb").module_settings()["nb_buckets"] == 1 << 24
@@ -74,11 +75,21 @@ def test_fewer_images_get_more_epochs(tmp_path: Path):
     assert profile == {"train_size": 18, "num_classes": 2} and image_max_epochs(profile) == 100
 
 
-@pytest.mark.parametrize(("rows", "epochs", "batch_size"), [(605, 30, 128), (3_332, 70, 128), (27_677, 36, 512)])
-def test_table_rules_train_longer_on_more_rows_within_a_budget(rows: int, epochs: int, batch_size: int):
+@pytest.mark.parametrize(
+    ("rows", "epochs", "batch_size", "lr"),
+    [
+        (605, 30, 128, 3e-3),
+        (3_332, 70, 128, 3e-3),
+        (9_999, 100, 256, 3e-3),
+        (10_000, 100, 256, 1e-3),
+        (27_677, 36, 512, 1e-3),
+    ],
+)
+def test_table_rules_train_longer_on_more_rows_within_a_budget(rows: int, epochs: int, batch_size: int, lr: float):
     rules = {rule.setting: rule for rule in get_task("titanic").variant("default").data_rules}
     assert rules["max_epochs"]({"train_size": rows}) == epochs
     assert rules["batch_size"]({"train_size": rows}) == batch_size
+    assert rules["lr"]({"train_size": rows}) == lr
 
 
 def test_a_rule_changing_the_batch_size_builds_the_datamodule_again(tmp_path: Path):
@@ -90,7 +101,8 @@ def test_a_rule_changing_the_batch_size_builds_the_datamodule_again(tmp_path: Pa
     datamodule, resolved, from_data = build_datamodule_for_data(config)
     assert from_data["batch_size"] == 256 and datamodule.hparams.batch_size == 256 == resolved.batch_size
     assert from_data["max_epochs"] == resolved.max_epochs == 100  # 30 x sqrt(9,350 / 605) = 118, capped
-    explicit = build_datamodule_for_data(FitConfig(**{**vars(config), "batch_size": 64, "max_epochs": 5}))
+    assert from_data["lr"] == resolved.lr == 3e-3  # under 10,000 training rows
+    explicit = build_datamodule_for_data(FitConfig(**{**vars(config), "batch_size": 64, "max_epochs": 5, "lr": 0.01}))
     assert explicit[0].hparams.batch_size == 64 and explicit[2] == {}
 
 
@@ -134,5 +146,5 @@ def test_print_config_says_which_settings_the_data_will_set(capsys):
     assert run_cli(fit_cli.main, ["--task", "titanic", "--max-epochs", "3", "--print-config"]) == 0
     printed = capsys.readouterr().out
     assert "max_epochs: 3" in printed
-    last_line = "# not final: set from the training data when the run starts (unless given): batch_size"
+    last_line = "# not final: set from the training data when the run starts (unless given): batch_size, lr"
     assert printed.splitlines()[-1] == last_line

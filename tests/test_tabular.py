@@ -298,7 +298,7 @@ def test_a_checkpoint_from_before_the_bins_rebuilds_its_data_without_them(table_
         old.task, old.module, {"datamodule_hyper_parameters": {**settings, "numeric_bins": 32}}, Path()
     )
     assert new.datamodule().hparams.numeric_bins == 32
-    assert TitanicDataModule().hparams.numeric_bins == 32  # the default for tables
+    assert TitanicDataModule().hparams.numeric_bins == 128  # the default for tables
 
 
 def test_bins_sit_at_the_quantiles_of_the_distinct_values():
