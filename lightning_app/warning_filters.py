@@ -15,7 +15,13 @@ HARMLESS_WARNINGS: list[tuple[str, type[Warning], str]] = [
     (
         r"Sparse invariant checks are implicitly disabled",
         UserWarning,
-        "Adagrad on the IMDB bag's sparse embedding gradients; EmbeddingBag produces valid sparse tensors",
+        "Adagrad on the IMDB bag's sparse embedding gradients and the IMDB default's logistic-regression fit; both "
+        "build their sparse tensors from valid indices",
+    ),
+    (
+        r"Sparse CSR tensor support is in beta state",
+        UserWarning,
+        "the IMDB default's logistic-regression fit multiplies sparse CSR matrices; only torch.sparse.mm is used",
     ),
     (
         r"The '\w+_dataloader' does not have many workers",

@@ -358,6 +358,49 @@ def test_nb_ratios_fitted_block_by_block_equal_the_whole_table_formula(monkeypat
     torch.testing.assert_close(net.nb_ratio, expected.float())
 
 
+def _fitted_nb_logistic(num_classes: int, c: float, copies: int = 1) -> tuple[NBBagNet, torch.Tensor, list]:
+    """An NBBagNet whose NBSVM view is fitted on 60 random rows (labels follow the first token), and its rows."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, 30, (60, 8), generator=generator)
+    ids[::4, 6:] = PAD_ID
+    labels = ids[:, 0] % num_classes
+    outputs = 1 if num_classes == 2 else num_classes
+    net = NBBagNet(vocab_size=30, num_outputs=outputs, nb_buckets=128, nb_ngrams=2, embed_dim=2, bigram_buckets=4)
+    batches = [(ids[:25], labels[:25]), (ids[25:], labels[25:])]
+    counts = sum(net.nb_feature_counts(part, part_labels, num_classes) for part, part_labels in batches)
+    net.fit_nb_ratios(counts, alpha=1.0)
+    seen = counts.sum(0) >= 2
+    net.fit_nb_logistic(batches, seen, c=c, sum_over_processes=lambda total: copies * total)
+    return net, seen, [ids, labels]
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_nb_logistic_fit_reaches_the_regularised_optimum_and_leaves_unseen_features_out(num_classes) -> None:
+    net, seen, (ids, labels) = _fitted_nb_logistic(num_classes, c=0.5)
+    # The view's effective weights u (forward adds (w + offset) * r / scale): the objective's gradient is ~0.
+    u = ((net.nb_weight.weight + net.weight_offset) / net.ratio_scale).detach().requires_grad_()
+    bias = net.nb_bias.detach().clone().requires_grad_()
+    features = net.nb_features(ids)
+    present = (features != PAD_ID).unsqueeze(-1)
+    logits = (u[features] * net.nb_ratio[features] * present).sum(1) + bias
+    target = labels[:, None].float() if num_classes == 2 else torch.nn.functional.one_hot(labels).float()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+    (loss + 0.5 * u[seen].square().sum() / 0.5).backward()
+    assert u.grad[seen].abs().max() < 5e-3 and bias.grad.abs().max() < 5e-3  # a loss of ~40: converged
+    assert torch.all(u[~seen] == 0), "features seen in fewer than two rows (or never) add nothing"
+    assert u[seen].abs().sum() > 0
+    accuracy = ((logits > 0).long().squeeze(-1) if num_classes == 2 else logits.argmax(-1)) == labels
+    assert accuracy.float().mean() >= 0.8  # chance: 1 / num_classes
+
+
+def test_nb_logistic_fit_sums_the_processes_shares() -> None:
+    # Two processes holding the same rows sum to the loss of every row twice: the optimum of c = 0.5 on one copy
+    # is that of c = 1 on one process (0.5 |u|^2 / c + 2 L = 2 (0.5 |u|^2 / (2c) + L)).
+    doubled, _, _ = _fitted_nb_logistic(2, c=0.5, copies=2)
+    single, _, _ = _fitted_nb_logistic(2, c=1.0)
+    torch.testing.assert_close(doubled.nb_weight.weight, single.nb_weight.weight, atol=1e-3, rtol=1e-3)
+
+
 @pytest.mark.parametrize(
     "labels",
     # Three classes train 11 s: run in the slow stage; the fast suite keeps two string labels and test_cli_multiclass.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from datamodules.text_encoding import PAD_ID
@@ -123,10 +126,12 @@ class NBBagNet(nn.Module):
     ``int[B, L]`` token ids -> ``float32[B, num_outputs]`` logits. The NBSVM view
     (Wang & Manning, 2012) scores the set of a review's distinct words and hashed
     2..``nb_ngrams``-grams: ``sum_f (w_f + weight_offset) * r_f / ratio_scale + b``, with
-    ``w`` learned (sparse, starting at 0) and ``r`` the naive-Bayes log-count ratio of
-    each feature, fitted on the training data by :meth:`fit_nb_ratios` before training
-    (one ratio per class against the rest above two classes). ``r`` is the buffer
-    ``nb_ratio`` and ``nb_ready`` says whether it was fitted; both travel in the state dict.
+    ``r`` the naive-Bayes log-count ratio of each feature, fitted on the training data by
+    :meth:`fit_nb_ratios` before training (one ratio per class against the rest above two
+    classes), and ``w`` learned (sparse): from 0 (the naive-Bayes interpolation), or from the
+    logistic regression :meth:`fit_nb_logistic` solves on those features (NBSVM proper).
+    ``r`` is the buffer ``nb_ratio`` and ``nb_ready`` says whether it was fitted; both travel
+    in the state dict.
 
     Sizes: ``(vocab_size + nb_buckets) x num_outputs`` weights and ratios, plus the
     fastText view's ``(vocab_size + bigram_buckets) x embed_dim`` embedding. Use an
@@ -182,7 +187,7 @@ class NBBagNet(nn.Module):
         return counts
 
     @torch.no_grad()
-    def fit_nb_ratios(self, counts: torch.Tensor, alpha: float = 8.0) -> None:
+    def fit_nb_ratios(self, counts: torch.Tensor, alpha: float = 1.0) -> None:
         """Set ``nb_ratio`` from the summed :meth:`nb_feature_counts` of the training data, smoothed by ``alpha``.
 
         Two classes: ``log(p / |p|) - log(q / |q|)`` of class 1 (``p``) against class 0 (``q``); more:
@@ -205,6 +210,67 @@ class NBBagNet(nn.Module):
             self.nb_ratio[start : start + NB_RATIO_BLOCK_ROWS] = ratio.float()
         self.nb_ratio[PAD_ID] = 0.0
         self.nb_ready.fill_(True)
+
+    def fit_nb_logistic(
+        self,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        seen: torch.Tensor,
+        c: float = 1.0,
+        sum_over_processes: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
+        max_iter: int = 100,
+    ) -> None:
+        """Set the NBSVM view to NBSVM proper: its weights and bias become the L2-regularised logistic regression on
+        the ratio-scaled features of the training rows in ``batches`` (``(token_ids, labels)``; two classes: one
+        model, more: one per class against the rest, as scikit-learn's liblinear peers), solved by L-BFGS.
+
+        Call after :meth:`fit_nb_ratios`. ``seen`` (``bool[vocab_size + nb_buckets]``) marks the features that
+        occur in the training rows of all processes; the others get a weight of zero, so features first seen at
+        test time add nothing. ``c`` is the inverse regularisation strength (``0.5 |u|^2 + c * sum of losses``).
+        In a multi-process run each process passes its share of the rows and ``sum_over_processes`` (a sum
+        all-reduce): every process then takes the same L-BFGS steps.
+        """
+        outputs = self.nb_ratio.shape[1]
+        column = torch.cumsum(seen.long(), 0) - 1  # feature id -> position among the seen features
+        rows, columns, targets, count = [], [], [], 0
+        with torch.no_grad():
+            for token_ids, labels in batches:
+                features = self.nb_features(trim_padding(token_ids.to(seen.device)))
+                kept = seen[features]  # PAD_ID is never seen
+                rows.append(
+                    torch.arange(count, count + len(labels), device=seen.device)[:, None].expand_as(features)[kept]
+                )
+                columns.append(column[features[kept]])
+                labels = labels.to(seen.device)
+                targets.append(labels[:, None].float() if outputs == 1 else F.one_hot(labels, outputs).float())
+                count += len(labels)
+        used = int(seen.sum())
+        indices = torch.stack([torch.cat(rows), torch.cat(columns)])
+        ones = torch.ones(indices.shape[1], device=seen.device)
+        design = torch.sparse_coo_tensor(indices, ones, (count, used)).coalesce()
+        design_t = design.t().coalesce().to_sparse_csr()  # for the gradient: features x rows
+        design = design.to_sparse_csr()
+        target = torch.cat(targets) if targets else torch.zeros(0, outputs, device=seen.device)
+        ratio = self.nb_ratio[seen]
+        weight = torch.zeros(used, outputs, device=seen.device, requires_grad=True)
+        bias = torch.zeros(outputs, device=seen.device, requires_grad=True)
+        solver = torch.optim.LBFGS([weight, bias], max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe")
+
+        @torch.no_grad()
+        def objective() -> torch.Tensor:
+            # The logistic loss's gradient written out: autograd through sparse products was 10x slower.
+            logits = torch.sparse.mm(design, weight * ratio) + bias
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+            error = torch.sigmoid(logits) - target
+            weight.grad = sum_over_processes(torch.sparse.mm(design_t, error) * ratio) + weight / c
+            bias.grad = sum_over_processes(error.sum(0))
+            return sum_over_processes(loss) + 0.5 * weight.square().sum() / c
+
+        solver.step(objective)
+        with torch.no_grad():
+            # forward computes (w + weight_offset) * r / ratio_scale: pick w so that this is weight * r.
+            self.nb_weight.weight.fill_(-self.weight_offset)
+            self.nb_weight.weight[seen] = weight * self.ratio_scale - self.weight_offset
+            self.nb_bias.copy_(bias)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         ids = trim_padding(token_ids).long()
