@@ -13,7 +13,7 @@ feature set). Pure functions over raw rows, so training data and rows scored fro
 * :func:`parse_row` types one CSV row against that state (:class:`DataError` naming the line and column for a
   non-numeric value in a numeric column); :func:`encode_rows` turns typed rows into ``float32[N, num_features]``.
 
-With ``numeric_bins > 0`` (``TitanicDataModule``'s default 128) a numeric column also gets
+With ``numeric_bins > 0`` (``TitanicDataModule``'s default: :func:`bins_for_rows`) a numeric column also gets
 :func:`quantile_edges` fitted on the training part and, after every column's features, its :func:`piecewise_linear`
 encoding.
 
@@ -164,6 +164,19 @@ def quantile_edges(numbers: Sequence[float], bins: int) -> list[float]:
     return sorted({distinct[round(last * k / bins)] for k in range(bins + 1)})
 
 
+#: Training rows from which a table gets :data:`LARGE_TABLE_BINS` piecewise-linear bins per numeric column, not 32.
+LARGE_TABLE_ROWS = 10_000
+SMALL_TABLE_BINS, LARGE_TABLE_BINS = 32, 128
+
+
+def bins_for_rows(train_rows: int) -> int:
+    """Piecewise-linear bins per numeric column for a training part of ``train_rows`` rows: 128 from 10,000 rows
+    (adult's 27,700: validation loss 0.281 vs 0.287 with 32, accuracy 0.8675 vs 0.8655, seeds 42-46), else 32
+    (chosen on german_credit and wine_quality; their validation parts cannot tell 32 from 128: german_credit's 120
+    rows are too few, wine_quality's share exact duplicates with its training part)."""
+    return LARGE_TABLE_BINS if train_rows >= LARGE_TABLE_ROWS else SMALL_TABLE_BINS
+
+
 def fit_tabular_state(
     rows: Sequence[TabularRow],
     kinds: dict[str, str],
@@ -213,6 +226,7 @@ def fit_tabular_state(
         "target_column": target,
         "id_columns": list(id_columns),
         "class_names": list(class_names),
+        "numeric_bins": numeric_bins,
         "columns": columns,
     }
 

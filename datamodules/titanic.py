@@ -273,17 +273,16 @@ class TitanicDataModule(TaskDataModule):
         num_workers: DataLoader workers; the tensors are in memory, so 0 is fastest.
         numeric_bins: ``"generic"`` encoding only: beside its standardised value, each numeric column gets a
             piecewise-linear encoding over up to this many bins at the quantiles of its distinct training values
-            (:func:`datamodules.tabular.quantile_edges`, :func:`~datamodules.tabular.piecewise_linear`); 0 for none.
-            The Titanic encodings ignore it. Validation accuracy with 32 bins over none (seeds 42-44, best-loss
-            checkpoint): adult 0.8655 vs 0.8582 (every seed, validation loss 0.287 vs 0.307), german_credit 0.781 vs
-            0.764, wine_quality 0.587 vs 0.599; with 128 bins over 32 (most columns then get a bin per distinct
-            value): adult 0.8675 vs 0.8655 (validation loss 0.281 vs 0.287), german_credit 0.783 vs 0.775 (seeds
-            42-46), wine_quality 0.600 vs 0.587.
+            (:func:`datamodules.tabular.quantile_edges`, :func:`~datamodules.tabular.piecewise_linear`); 0 for none;
+            ``None``: from the training rows (:func:`datamodules.tabular.bins_for_rows`: 32, 128 from 10,000 rows;
+            the state records the number used). The Titanic encodings ignore it. Validation accuracy with 32 bins
+            over none (seeds 42-44, best-loss checkpoint): adult 0.8655 vs 0.8582 (every seed, validation loss 0.287
+            vs 0.307), german_credit 0.781 vs 0.764, wine_quality 0.587 vs 0.599.
     """
 
     packaged_subdir = "titanic"
-    #: Checkpoints from before the piecewise-linear bins encoded their tables without them (those from before the
-    #: 128-bin default store their 32 with their hyperparameters).
+    #: Checkpoints from before the piecewise-linear bins encoded their tables without them (those from the fixed
+    #: 32-bin default store their 32 with their hyperparameters).
     legacy_defaults = {"numeric_bins": 0}
 
     def __init__(
@@ -296,7 +295,7 @@ class TitanicDataModule(TaskDataModule):
         target_column: str = LABEL_COLUMN,
         id_columns: list[str] | None = None,
         num_workers: int = 0,
-        numeric_bins: int = 128,
+        numeric_bins: int | None = None,
     ) -> None:
         super().__init__(data_dir)
         if feature_set not in get_args(FeatureSetChoice):
@@ -307,8 +306,8 @@ class TitanicDataModule(TaskDataModule):
             raise ValueError(f"target_column must be a column name, got {target_column!r}")
         if id_columns is not None:
             id_columns = [str(column) for column in id_columns]
-        if not isinstance(numeric_bins, int) or numeric_bins < 0:
-            raise ValueError(f"numeric_bins must be a whole number >= 0, got {numeric_bins!r}")
+        if numeric_bins is not None and (not isinstance(numeric_bins, int) or numeric_bins < 0):
+            raise ValueError(f"numeric_bins must be a whole number >= 0 or None (from the rows), got {numeric_bins!r}")
         self.save_hyperparameters(ignore=["data_dir"], logger=False)
         self._state: dict[str, Any] | None = None
 
@@ -408,9 +407,9 @@ class TitanicDataModule(TaskDataModule):
         typed = tabular.parse_rows(train_path, rows, schema, with_label=True)
         train = [typed[i] for i in train_index.tolist()]
         val = [typed[i] for i in val_index.tolist()]
-        state = tabular.fit_tabular_state(
-            train, kinds, target, ids, class_names, numeric_bins=self.hparams.numeric_bins
-        )
+        bins = self.hparams.numeric_bins
+        bins = tabular.bins_for_rows(len(train)) if bins is None else bins
+        state = tabular.fit_tabular_state(train, kinds, target, ids, class_names, numeric_bins=bins)
         test_path = self.require_file("test.csv")
         test = tabular.parse_rows(test_path, read_csv_rows(test_path, [*feature_columns, target]), state, True)
         self._state = state

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules import DataError, TitanicDataModule
-from datamodules.tabular import MAX_LEVELS, OTHER_LEVEL, encode_rows, feature_names, parse_row
+from datamodules.tabular import MAX_LEVELS, OTHER_LEVEL, bins_for_rows, encode_rows, feature_names, parse_row
 from lightning_app import fit as fit_cli
 from lightning_app import predict as predict_cli
 from lightning_app import test as test_cli
@@ -298,7 +298,14 @@ def test_a_checkpoint_from_before_the_bins_rebuilds_its_data_without_them(table_
         old.task, old.module, {"datamodule_hyper_parameters": {**settings, "numeric_bins": 32}}, Path()
     )
     assert new.datamodule().hparams.numeric_bins == 32
-    assert TitanicDataModule().hparams.numeric_bins == 128  # the default for tables
+    assert TitanicDataModule().hparams.numeric_bins is None  # the default for tables: from the training rows
+
+
+def test_numeric_bins_follow_the_training_rows(table_dir: Path) -> None:
+    assert [bins_for_rows(rows) for rows in (600, 9_999, 10_000, 30_000)] == [32, 32, 128, 128]
+    state = table_module(table_dir).preprocessing_state()
+    assert state["numeric_bins"] == 32  # a small table, and the state says what was used
+    assert table_module(table_dir, numeric_bins=4).preprocessing_state()["numeric_bins"] == 4
 
 
 def test_bins_sit_at_the_quantiles_of_the_distinct_values():
