@@ -223,9 +223,10 @@ class NBBagNet(nn.Module):
         the ratio-scaled features of the training rows in ``batches`` (``(token_ids, labels)``; two classes: one
         model, more: one per class against the rest, as scikit-learn's liblinear peers), solved by L-BFGS.
 
-        Call after :meth:`fit_nb_ratios`. ``seen`` (``bool[vocab_size + nb_buckets]``) marks the features that
-        occur in the training rows of all processes; the others get a weight of zero, so features first seen at
-        test time add nothing. ``c`` is the inverse regularisation strength (``0.5 |u|^2 + c * sum of losses``).
+        Call after :meth:`fit_nb_ratios`. ``seen`` (``bool[vocab_size + nb_buckets]``, the same in every process)
+        marks the features to fit (:class:`~lightning_app.models.IMDBModule`: those in at least two training texts,
+        as the peers' ``min_df=2``); the others get a weight of zero, so features first seen at test time add
+        nothing. ``c`` is the inverse regularisation strength (``0.5 |u|^2 + c * sum of losses``).
         In a multi-process run each process passes its share of the rows and ``sum_over_processes`` (a sum
         all-reduce): every process then takes the same L-BFGS steps.
         """
