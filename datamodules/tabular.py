@@ -164,7 +164,8 @@ def quantile_edges(numbers: Sequence[float], bins: int) -> list[float]:
     return sorted({distinct[round(last * k / bins)] for k in range(bins + 1)})
 
 
-#: Training rows from which a table gets :data:`LARGE_TABLE_BINS` piecewise-linear bins per numeric column, not 32.
+#: Training rows from which a table gets :data:`LARGE_TABLE_BINS` piecewise-linear bins per numeric column, not 32
+#: (``lightning_app.data_rules.TABLE_LARGE_ROWS``, where the table learning rate changes, is the same number).
 LARGE_TABLE_ROWS = 10_000
 SMALL_TABLE_BINS, LARGE_TABLE_BINS = 32, 128
 

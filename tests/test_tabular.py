@@ -11,12 +11,21 @@ import pytest
 import torch
 
 from datamodules import DataError, TitanicDataModule
-from datamodules.tabular import MAX_LEVELS, OTHER_LEVEL, bins_for_rows, encode_rows, feature_names, parse_row
+from datamodules.tabular import (
+    LARGE_TABLE_ROWS,
+    MAX_LEVELS,
+    OTHER_LEVEL,
+    bins_for_rows,
+    encode_rows,
+    feature_names,
+    parse_row,
+)
 from lightning_app import fit as fit_cli
 from lightning_app import predict as predict_cli
 from lightning_app import test as test_cli
 from lightning_app.checkpoints import load_checkpoint
 from lightning_app.cli import run_cli
+from lightning_app.data_rules import TABLE_LARGE_ROWS
 
 SPECIES = ("setosa", "versicolor", "virginica")
 HEADER = ["row_id", "petal", "sepal", "colour", "site", "species"]
@@ -303,6 +312,7 @@ def test_a_checkpoint_from_before_the_bins_rebuilds_its_data_without_them(table_
 
 def test_numeric_bins_follow_the_training_rows(table_dir: Path) -> None:
     assert [bins_for_rows(rows) for rows in (600, 9_999, 10_000, 30_000)] == [32, 32, 128, 128]
+    assert LARGE_TABLE_ROWS == TABLE_LARGE_ROWS  # the bins and the learning-rate rule change at the same size
     state = table_module(table_dir).preprocessing_state()
     assert state["numeric_bins"] == 32  # a small table, and the state says what was used
     assert table_module(table_dir, numeric_bins=4).preprocessing_state()["numeric_bins"] == 4
