@@ -314,10 +314,10 @@ class PeerRun:
 def peer_rows(dataset: Dataset, runs_per_seed: Sequence[list[PeerRun]], seeds: Sequence[int]) -> list[Row]:
     """One row per peer from its runs on each seed's carve: every seed's accuracy and seconds, and the settings
     validation chose on each (``seeds 42,43,44: C=1.0 / C=3.0 / C=1.0 chosen on validation; ...``)."""
+    ran = f"seeds {','.join(map(str, seeds))}: " if len(seeds) > 1 else ""
     rows = []
     for same_peer in zip(*runs_per_seed, strict=True):
         first = same_peer[0]
-        ran = f"seeds {','.join(map(str, seeds))}: " if len(seeds) > 1 else ""
         chosen = " / ".join(run.score.chosen for run in same_peer)
         note = f"{ran}{chosen}{CHOSEN}; {first.classes} classes"
         values = [run.score.accuracy for run in same_peer]
