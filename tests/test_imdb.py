@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -358,8 +359,11 @@ def test_nb_ratios_fitted_block_by_block_equal_the_whole_table_formula(monkeypat
     torch.testing.assert_close(net.nb_ratio, expected.float())
 
 
-def _fitted_nb_logistic(num_classes: int, c: float, copies: int = 1) -> tuple[NBBagNet, torch.Tensor, list]:
-    """An NBBagNet whose NBSVM view is fitted on 60 random rows (labels follow the first token), and its rows."""
+def _fitted_nb_logistic(
+    num_classes: int, c: float | tuple[float, ...], copies: int = 1, score: Callable[[], float] | None = None
+) -> tuple[NBBagNet, torch.Tensor, list]:
+    """An NBBagNet whose NBSVM view is fitted on 60 random rows (labels follow the first token), and
+    ``[rows, labels, the c fit_nb_logistic returned]``."""
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(2, 30, (60, 8), generator=generator)
     ids[::4, 6:] = PAD_ID
@@ -370,13 +374,13 @@ def _fitted_nb_logistic(num_classes: int, c: float, copies: int = 1) -> tuple[NB
     counts = sum(net.nb_feature_counts(part, part_labels, num_classes) for part, part_labels in batches)
     net.fit_nb_ratios(counts, alpha=1.0)
     seen = counts.sum(0) >= 2
-    net.fit_nb_logistic(batches, seen, c=c, sum_over_processes=lambda total: copies * total)
-    return net, seen, [ids, labels]
+    chosen = net.fit_nb_logistic(batches, seen, c=c, sum_over_processes=lambda total: copies * total, score=score)
+    return net, seen, [ids, labels, chosen]
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_nb_logistic_fit_reaches_the_regularised_optimum_and_leaves_unseen_features_out(num_classes) -> None:
-    net, seen, (ids, labels) = _fitted_nb_logistic(num_classes, c=0.5)
+    net, seen, (ids, labels, _) = _fitted_nb_logistic(num_classes, c=0.5)
     # The view's effective weights u (forward adds (w + offset) * r / scale): the objective's gradient is ~0.
     u = ((net.nb_weight.weight + net.weight_offset) / net.ratio_scale).detach().requires_grad_()
     bias = net.nb_bias.detach().clone().requires_grad_()
@@ -399,6 +403,20 @@ def test_nb_logistic_fit_sums_the_processes_shares() -> None:
     doubled, _, _ = _fitted_nb_logistic(2, c=0.5, copies=2)
     single, _, _ = _fitted_nb_logistic(2, c=1.0)
     torch.testing.assert_close(doubled.nb_weight.weight, single.nb_weight.weight, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize(("scores", "expected"), [((0.5, 0.9, 0.7), 1.0), ((0.8, 0.8, 0.8), 0.1), (None, 1.0)])
+def test_nb_logistic_fit_keeps_the_c_that_scores_best(scores, expected) -> None:
+    # Solved in increasing order, each from the previous solution; without a score the middle c is fitted alone.
+    scored = iter(scores or ())
+    score = (lambda: next(scored)) if scores else None
+    chosen_net, _, (_, _, chosen) = _fitted_nb_logistic(2, c=(10.0, 0.1, 1.0), score=score)
+    assert chosen == expected and next(scored, None) is None  # scored once per c
+    alone, _, _ = _fitted_nb_logistic(2, c=expected)
+    # The same optimum up to L-BFGS's tolerance (compared as effective weights, which the view scales by 10).
+    scale = alone.ratio_scale
+    torch.testing.assert_close(chosen_net.nb_weight.weight / scale, alone.nb_weight.weight / scale, atol=1e-3, rtol=0)
+    torch.testing.assert_close(chosen_net.nb_bias, alone.nb_bias, atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -453,6 +471,22 @@ def _fit(data: Path, tmp_path: Path, *extra: str) -> Path:
     argv += ["--log-dir", str(tmp_path / "runs"), "--no-progress-bar", "--batch-size", "8", *extra]
     assert run_cli(fit_main, argv) == 0
     return next((tmp_path / "runs" / "imdb").glob("version_*/checkpoints/best-*.ckpt"))
+
+
+def test_several_c_are_chosen_among_on_validation_and_the_checkpoint_records_the_choice(tiny_fit, tmp_path) -> None:
+    choices = [0.3, 1.0, 3.0]
+    data = write_tiny_data(tmp_path / "data")
+    result = tiny_fit("imdb", data_dir=str(data), max_epochs=1, batch_size=8, module_kwargs={"nb_c": choices})
+    saved = torch.load(result.best_model_path, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert saved["nb_c"] in choices
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_the_fitted_nbsvm_view_is_left_out_of_the_optimizer_when_frozen(frozen: bool) -> None:
+    module = IMDBModule(vocab_size=8, nb_buckets=16, bigram_buckets=4, embed_dim=2, nb_frozen=frozen)
+    optimized = {id(parameter) for group in module.configure_optimizers().param_groups for parameter in group["params"]}
+    assert (id(module.net.nb_weight.weight) in optimized) is not frozen
+    assert id(module.net.nb_bias) in optimized and id(module.net.bag.embedding.weight) in optimized
 
 
 def test_cli_trains_logs_and_reloads_in_fresh_process(trained_imdb: tuple[Path, str]) -> None:

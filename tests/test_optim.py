@@ -99,8 +99,13 @@ def _checkpoint_without(module: pl.LightningModule, path, *hparams: str) -> None
         (TitanicModule(net="tutorial"), ("optimizer",), torch.optim.Adam),
         (Covid19Module(net="tutorial"), ("optimizer", "loss"), torch.optim.Adagrad),
         (Cifar2Module(net="tutorial"), ("schedule", "momentum", "nesterov", "flip_average"), torch.optim.SGD),
+        (
+            IMDBModule(vocab_size=8, nb_buckets=16, bigram_buckets=4, embed_dim=2),
+            ("nb_c", "nb_frozen"),
+            torch.optim.Adagrad,
+        ),
     ],
-    ids=["titanic", "covid19", "cifar2"],
+    ids=["titanic", "covid19", "cifar2", "imdb"],
 )
 def test_old_style_hparams_checkpoints_load_safely_and_get_their_optimizer(tmp_path, module, removed, expected):
     path = tmp_path / "old.ckpt"
@@ -114,6 +119,9 @@ def test_old_style_hparams_checkpoints_load_safely_and_get_their_optimizer(tmp_p
         assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0}
     if isinstance(loaded, Covid19Module):
         assert loaded.hparams.loss == "mspe"
+    if isinstance(loaded, IMDBModule):  # the NBSVM view from the naive-Bayes interpolation, trained by Adagrad
+        assert loaded.hparams.nb_c is None
+        assert any(parameter is loaded.net.nb_weight.weight for parameter in optimizer.param_groups[0]["params"])
 
 
 class _CountingModule(TitanicModule):
@@ -129,6 +137,23 @@ def test_fit_before_training_gets_the_runs_training_batches_once():
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     assert module.seen == 150  # the three batches this run trains on, not the whole split
+
+
+class _ValidationCountingModule(TitanicModule):
+    def fit_before_training(self, batches):
+        self.seen = sum(len(labels) for _, labels in self.validation_batches())
+
+
+@pytest.mark.parametrize("sanity_steps", [0, 2])
+def test_fit_before_training_can_read_the_runs_validation_batches(sanity_steps: int):
+    datamodule = TitanicDataModule(batch_size=20)
+    datamodule.setup("fit")
+    module = _ValidationCountingModule(**datamodule.model_kwargs(), preprocessing=datamodule.preprocessing_state())
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=2, num_sanity_val_steps=sanity_steps,
+                         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    assert module.seen == 40  # the two batches this run validates on, whether or not the sanity check set them up
 
 
 def _tester() -> pl.Trainer:

@@ -165,10 +165,12 @@ class TaskModule(pl.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} defines neither optimizer_spec nor configure_optimizers")
 
     def configure_optimizers(self) -> Optimization:
-        """:meth:`optimizer_spec` built over ``self.parameters()``; a schedule is sized by the trainer's
-        ``estimated_stepping_batches`` (outside a Trainer: the optimizer alone)."""
+        """:meth:`optimizer_spec` built over the parameters that require gradients (frozen ones get no optimizer
+        state); a schedule is sized by the trainer's ``estimated_stepping_batches`` (outside a Trainer: the optimizer
+        alone)."""
         total_steps = (lambda: self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        return configure_optimization(self.optimizer_spec(), self.parameters(), total_steps)
+        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        return configure_optimization(self.optimizer_spec(), trainable, total_steps)
 
     # -- state fitted on the training data ---------------------------------------
     def fit_before_training(self, batches: Iterable[Any]) -> None:
@@ -186,6 +188,22 @@ class TaskModule(pl.LightningModule):
         ``--fast-dev-run``). Lazy: the loader is only opened on the first ``next``."""
         limit = self.trainer.num_training_batches  # inf when the loader has no length
         yield from itertools.islice(self.trainer.train_dataloader, None if math.isinf(limit) else int(limit))
+
+    def validation_batches(self) -> Iterator[Any]:
+        """One pass over the batches this process validates on in this run (cut to ``trainer.num_val_batches``;
+        none when the run validates nothing), for choices made in :meth:`fit_before_training`. Lazy."""
+        # The loop sets its loaders up itself before the first validation; asking early (the sanity check may be
+        # off) gives the same loaders, not a second set.
+        self.trainer.fit_loop.epoch_loop.val_loop.setup_data()
+        loaders = self.trainer.val_dataloaders
+        if loaders is None:
+            return
+        if isinstance(loaders, Mapping):
+            loaders = list(loaders.values())
+        elif not isinstance(loaders, (list, tuple)):
+            loaders = [loaders]
+        for loader, limit in zip(loaders, self.trainer.num_val_batches, strict=True):
+            yield from itertools.islice(loader, None if math.isinf(limit) else int(limit))
 
     # -- steps ----------------------------------------------------------------
     def _step(self, stage: Stage, batch: Any) -> dict[str, torch.Tensor]:

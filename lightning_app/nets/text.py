@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -128,8 +129,9 @@ class NBBagNet(nn.Module):
     2..``nb_ngrams``-grams: ``sum_f (w_f + weight_offset) * r_f / ratio_scale + b``, with
     ``r`` the naive-Bayes log-count ratio of each feature, fitted on the training data by
     :meth:`fit_nb_ratios` before training (one ratio per class against the rest above two
-    classes), and ``w`` learned (sparse): from 0 (the naive-Bayes interpolation), or from the
-    logistic regression :meth:`fit_nb_logistic` solves on those features (NBSVM proper).
+    classes), and ``w`` either learned (sparse) from 0 (the naive-Bayes interpolation) or set to the
+    logistic regression :meth:`fit_nb_logistic` solves on those features (NBSVM proper), then
+    learned further or kept fixed (:class:`~lightning_app.models.IMDBModule`'s ``nb_frozen``).
     ``r`` is the buffer ``nb_ratio`` and ``nb_ready`` says whether it was fitted; both travel
     in the state dict.
 
@@ -215,10 +217,11 @@ class NBBagNet(nn.Module):
         self,
         batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
         seen: torch.Tensor,
-        c: float = 1.0,
+        c: float | Sequence[float] = 1.0,
         sum_over_processes: Callable[[torch.Tensor], torch.Tensor] = lambda total: total,
         max_iter: int = 100,
-    ) -> None:
+        score: Callable[[], float] | None = None,
+    ) -> float:
         """Set the NBSVM view to NBSVM proper: its weights and bias become the L2-regularised logistic regression on
         the ratio-scaled features of the training rows in ``batches`` (``(token_ids, labels)``; two classes: one
         model, more: one per class against the rest, as scikit-learn's liblinear peers), solved by L-BFGS.
@@ -229,35 +232,42 @@ class NBBagNet(nn.Module):
         nothing. ``c`` is the inverse regularisation strength (``0.5 |u|^2 + c * sum of losses``).
         In a multi-process run each process passes its share of the rows and ``sum_over_processes`` (a sum
         all-reduce): every process then takes the same L-BFGS steps.
+
+        Several ``c`` with a ``score`` (say, the view's validation accuracy: higher is better, the same in every
+        process): each is solved in increasing order, starting from the previous one's solution, the view set to it
+        and scored; the view ends at the best-scoring ``c`` (the smallest of ties). Without ``score`` the middle
+        value of the sorted ``c`` is fitted alone. Returns the ``c`` the view holds.
         """
         outputs = self.nb_ratio.shape[1]
         column = torch.cumsum(seen.long(), 0) - 1  # feature id -> position among the seen features
-        rows, columns, targets, count = [], [], [], 0
+        lengths, columns, targets, count = [], [], [], 0
         with torch.no_grad():
             for token_ids, labels in batches:
                 features = self.nb_features(trim_padding(token_ids.to(seen.device)))
                 kept = seen[features]  # PAD_ID is never seen
-                rows.append(
-                    torch.arange(count, count + len(labels), device=seen.device)[:, None].expand_as(features)[kept]
-                )
+                lengths.append(kept.sum(1))
+                # Row by row, each row's columns ascending and distinct (nb_features sorts them): CSR order as is.
                 columns.append(column[features[kept]])
                 labels = labels.to(seen.device)
                 targets.append(labels[:, None].float() if outputs == 1 else F.one_hot(labels, outputs).float())
                 count += len(labels)
         used = int(seen.sum())
-        indices = torch.stack([torch.cat(rows), torch.cat(columns)])
-        ones = torch.ones(indices.shape[1], device=seen.device)
-        design = torch.sparse_coo_tensor(indices, ones, (count, used)).coalesce()
-        design_t = design.t().coalesce().to_sparse_csr()  # for the gradient: features x rows
-        design = design.to_sparse_csr()
+        row_starts = torch.zeros(count + 1, dtype=torch.long, device=seen.device)
+        row_starts[1:] = torch.cumsum(torch.cat(lengths), 0)
+        entries = torch.cat(columns)
+        ones = torch.ones(len(entries), device=seen.device)
+        design = torch.sparse_csr_tensor(row_starts, entries, ones, (count, used))
+        by_feature = design.to_sparse_csc()  # its arrays are those of the transpose in CSR: features x rows
+        design_t = torch.sparse_csr_tensor(
+            by_feature.ccol_indices(), by_feature.row_indices(), by_feature.values(), (used, count)
+        )
         target = torch.cat(targets) if targets else torch.zeros(0, outputs, device=seen.device)
         ratio = self.nb_ratio[seen]
         weight = torch.zeros(used, outputs, device=seen.device, requires_grad=True)
         bias = torch.zeros(outputs, device=seen.device, requires_grad=True)
-        solver = torch.optim.LBFGS([weight, bias], max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe")
 
         @torch.no_grad()
-        def objective() -> torch.Tensor:
+        def objective(c: float) -> torch.Tensor:
             # The logistic loss's gradient written out: autograd through sparse products was 10x slower.
             logits = torch.sparse.mm(design, weight * ratio) + bias
             loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
@@ -266,16 +276,40 @@ class NBBagNet(nn.Module):
             bias.grad = sum_over_processes(error.sum(0))
             return sum_over_processes(loss) + 0.5 * weight.square().sum() / c
 
-        solver.step(objective)
-        with torch.no_grad():
-            # forward computes (w + weight_offset) * r / ratio_scale: pick w so that this is weight * r.
-            self.nb_weight.weight.fill_(-self.weight_offset)
-            self.nb_weight.weight[seen] = weight * self.ratio_scale - self.weight_offset
-            self.nb_bias.copy_(bias)
+        choices = sorted([c] if isinstance(c, (int, float)) else c)
+        if score is None:
+            choices = [choices[len(choices) // 2]]
+        best: tuple[float, float, torch.Tensor, torch.Tensor] | None = None
+        for choice in choices:
+            solver = torch.optim.LBFGS(
+                [weight, bias], max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe"
+            )
+            solver.step(partial(objective, choice))
+            self._set_nb_logistic(seen, weight.detach(), bias.detach())
+            if len(choices) > 1:
+                quality = score()
+                if best is None or quality > best[1]:
+                    best = (choice, quality, weight.detach().clone(), bias.detach().clone())
+        if best is None:
+            return choices[0]
+        self._set_nb_logistic(seen, best[2], best[3])
+        return best[0]
+
+    @torch.no_grad()
+    def _set_nb_logistic(self, seen: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Effective weights ``weight`` on the ``seen`` features (zero on the others) and the bias ``bias``."""
+        # forward computes (w + weight_offset) * r / ratio_scale: pick w so that this is weight * r.
+        self.nb_weight.weight.fill_(-self.weight_offset)
+        self.nb_weight.weight[seen] = weight * self.ratio_scale - self.weight_offset
+        self.nb_bias.copy_(bias)
+
+    def nb_logits(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The NBSVM view's logits alone: ``int[B, L]`` token ids -> ``float32[B, num_outputs]``."""
+        features = self.nb_features(trim_padding(token_ids).long())
+        present = (features != PAD_ID).unsqueeze(-1)
+        weights = (self.nb_weight(features) + self.weight_offset) * self.nb_ratio[features] * present
+        return weights.sum(1) / self.ratio_scale + self.nb_bias
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         ids = trim_padding(token_ids).long()
-        features = self.nb_features(ids)
-        present = (features != PAD_ID).unsqueeze(-1)
-        weights = (self.nb_weight(features) + self.weight_offset) * self.nb_ratio[features] * present
-        return weights.sum(1) / self.ratio_scale + self.nb_bias + self.bag(ids)
+        return self.nb_logits(ids) + self.bag(ids)
