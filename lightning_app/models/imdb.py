@@ -64,8 +64,8 @@ class IMDBModule(ClassifierModule):
             1 and 3 on validation gained nothing on the external corpora (``benchmarks/RESULTS.md``).
         nb_frozen: keep the NBSVM view's weights at the fit (``nb_c`` set) while the fastText view trains, with no
             optimizer state for the view's table. On seven external corpora: the validation accuracy of training
-            both, in 40-50% less time; on the bundled IMDB data 0.2-0.4 points lower (validation and test), for 15%
-            less time: off by default.
+            both, in up to 10% less time; on the bundled IMDB data 0.2-0.4 points lower (validation and test), for
+            7% less time: off by default.
         preprocessing: ``IMDBDataModule.preprocessing_state()`` (tokenizer, vocabulary, class names).
 
     The NBSVM view's naive-Bayes ratios, then its weights, are fitted on the training
