@@ -158,8 +158,7 @@ class IMDBModule(ClassifierModule):
         """Accuracy of the NBSVM view alone on ``batches`` (``(token_ids, labels)``), over every process's share."""
         correct = torch.zeros(2, dtype=torch.float64, device=self.device)
         for token_ids, labels in batches:
-            logits = self.net.nb_logits(token_ids)
-            predicted = (logits[:, 0] > 0).long() if self.binary else logits.argmax(-1)
+            predicted = self.predicted_labels(self.to_predictions(self.net.nb_logits(token_ids)))
             correct += torch.stack([(predicted == labels).sum(), torch.tensor(len(labels))]).to(correct)
         correct = self.trainer.strategy.reduce(correct, reduce_op="sum")
         return float(correct[0] / correct[1].clamp(min=1))
