@@ -11,7 +11,7 @@ from datamodules.titanic import read_passengers
 from lightning_app.batches import RawBatch
 from lightning_app.models import Cifar2Module, Covid19Module, IMDBModule, TaskModule, TitanicModule
 from lightning_app.models.covid import RolloutSource
-from lightning_app.optim import OPTIMIZERS, OptimizerSpec, configure_optimization
+from lightning_app.optim import OPTIMIZERS, Adagrad, OptimizerSpec, configure_optimization
 from lightning_app.raw_inputs import RawChunk
 from lightning_app.reporting import summary_sections
 
@@ -40,9 +40,9 @@ def test_each_task_builds_the_optimizer_its_hyperparameters_name():
     module = Covid19Module(net="log_trend", optimizer="adam", lr=0.01, weight_decay=0.0)
     _same_optimizer(module.configure_optimizers(), torch.optim.Adam(module.parameters(), lr=0.01, weight_decay=0.0))
     module = Covid19Module(net="tutorial", optimizer="adagrad", lr=0.1, weight_decay=1e-4)
-    _same_optimizer(module.configure_optimizers(), torch.optim.Adagrad(module.parameters(), lr=0.1, weight_decay=1e-4))
+    _same_optimizer(module.configure_optimizers(), Adagrad(module.parameters(), lr=0.1, weight_decay=1e-4))
     module = IMDBModule(vocab_size=100, max_len=20, nb_buckets=64)
-    _same_optimizer(module.configure_optimizers(), torch.optim.Adagrad(module.parameters(), lr=0.1))
+    _same_optimizer(module.configure_optimizers(), Adagrad(module.parameters(), lr=0.1))
     module = Cifar2Module(net="tutorial")
     decay = [p for p in module.parameters() if p.ndim > 1]
     no_decay = [p for p in module.parameters() if p.ndim <= 1]
@@ -67,6 +67,69 @@ def test_one_cycle_is_stepped_per_batch_and_skipped_for_tiny_runs():
     assert isinstance(configure_optimization(spec, params, total_steps=lambda: float("inf")), torch.optim.SGD)
     constant = OptimizerSpec("sgd", lr=0.1, schedule="constant")
     assert isinstance(configure_optimization(constant, params, total_steps=lambda: 1 / 0), torch.optim.SGD)
+
+
+def _embedding_steps(optimizer_class: type[torch.optim.Optimizer], steps: int = 6, **options) -> tuple:
+    """A few steps on sparse (an EmbeddingBag, a one-column Embedding) and dense gradients, from fixed seeds:
+    the parameters and the optimizer's state dict after them."""
+    torch.manual_seed(0)
+    bag = torch.nn.EmbeddingBag(300, 4, mode="mean", sparse=True)
+    table = torch.nn.Embedding(500, 1, sparse=True)
+    head = torch.nn.Linear(4, 1)
+    optimizer = optimizer_class([*bag.parameters(), *table.parameters(), *head.parameters()], lr=0.1, **options)
+    batches = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        words = torch.randint(0, 300, (16, 12), generator=batches)  # repeats within and across rows
+        ngrams = torch.randint(0, 500, (16, 30), generator=batches)
+        logits = head(bag(words)).squeeze(1) + table(ngrams).sum((1, 2))
+        torch.nn.functional.softplus(logits).sum().backward()
+        optimizer.step()
+    return [p.detach().clone() for p in (bag.weight, table.weight, head.weight, head.bias)], optimizer.state_dict()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"lr_decay": 0.05, "eps": 1e-3, "initial_accumulator_value": 0.2}, {"maximize": True}],
+    ids=["default", "decay-eps-initial", "maximize"],
+)
+def test_adagrad_steps_bit_for_bit_as_torch_on_sparse_and_dense_gradients(options):
+    ours, our_state = _embedding_steps(Adagrad, **options)
+    theirs, their_state = _embedding_steps(torch.optim.Adagrad, **options)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    for key, state in their_state["state"].items():
+        assert torch.equal(our_state["state"][key]["sum"], state["sum"])
+        assert torch.equal(our_state["state"][key]["step"], state["step"])
+    assert not torch.equal(ours[0], _embedding_steps(Adagrad, steps=0)[0][0])  # the embedding did move
+
+
+def test_adagrad_resumes_from_torch_state_and_keeps_torch_errors():
+    """A checkpoint's optimizer state written with torch's Adagrad continues the same steps in ours."""
+    ids = torch.tensor([[1, 2, 2, 7]])
+
+    def sparse_step(table: torch.nn.Embedding, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad()
+        table(ids).square().sum().backward()
+        optimizer.step()
+
+    torch.manual_seed(0)
+    resumed, reference = torch.nn.Embedding(10, 2, sparse=True), torch.nn.Embedding(10, 2, sparse=True)
+    reference.load_state_dict(resumed.state_dict())
+    first, torch_throughout = (
+        torch.optim.Adagrad(resumed.parameters(), lr=0.5),
+        torch.optim.Adagrad(reference.parameters(), lr=0.5),
+    )
+    sparse_step(resumed, first)
+    sparse_step(reference, torch_throughout)
+    ours = Adagrad(resumed.parameters(), lr=0.5)
+    ours.load_state_dict(first.state_dict())
+    sparse_step(resumed, ours)
+    sparse_step(reference, torch_throughout)
+    assert torch.equal(resumed.weight, reference.weight)
+    assert float(ours.state_dict()["state"][0]["step"]) == 2
+    decayed = Adagrad(resumed.parameters(), lr=0.5, weight_decay=0.1)  # torch refuses weight decay on sparse gradients
+    with pytest.raises(RuntimeError, match="weight_decay option is not compatible with sparse gradients"):
+        sparse_step(resumed, decayed)
 
 
 def test_unknown_optimizer_or_schedule_names_the_choices():
@@ -97,12 +160,12 @@ def _checkpoint_without(module: pl.LightningModule, path, *hparams: str) -> None
     ("module", "removed", "expected"),
     [
         (TitanicModule(net="tutorial"), ("optimizer",), torch.optim.Adam),
-        (Covid19Module(net="tutorial"), ("optimizer", "loss"), torch.optim.Adagrad),
+        (Covid19Module(net="tutorial"), ("optimizer", "loss"), Adagrad),
         (Cifar2Module(net="tutorial"), ("schedule", "momentum", "nesterov", "flip_average"), torch.optim.SGD),
         (
             IMDBModule(vocab_size=8, nb_buckets=16, bigram_buckets=4, embed_dim=2),
             ("nb_c", "nb_frozen"),
-            torch.optim.Adagrad,
+            Adagrad,
         ),
     ],
     ids=["titanic", "covid19", "cifar2", "imdb"],
