@@ -314,6 +314,29 @@ def test_bigram_bag_hashing_and_empty_input() -> None:
     assert torch.allclose(empty, net.head.bias.expand(2, 1))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
+def test_bigram_bag_means_equal_the_padding_idx_bags_bit_for_bit() -> None:
+    """The bag's rows without their padding give torch's padding_idx means and sparse gradients exactly."""
+    torch.manual_seed(0)
+    net = BigramBagNet(vocab_size=40, num_outputs=2, embed_dim=3, bigram_buckets=30)
+    ids = torch.randint(1, 40, (5, 9))
+    ids[1, 4:] = PAD_ID
+    ids[3] = PAD_ID  # an empty row
+    features = torch.cat([ids, hashed_bigrams(ids, 30, 40)], dim=1)
+    upstream = torch.randn(5, 2)
+    (net(ids) * upstream).sum().backward()
+    ours = net.embedding.weight.grad.to_dense()
+    net.zero_grad()
+    reference = net.head(net.embedding(features))  # nn.EmbeddingBag(padding_idx=PAD_ID) on the padded rows
+    (reference * upstream).sum().backward()
+    assert torch.equal(net(ids), reference)
+    assert torch.equal(ours, net.embedding.weight.grad.to_dense()) and ours.abs().sum() > 0
+    traced = torch.jit.trace(net, ids)  # a traced graph takes the padded rows as they are: no content-bound shapes
+    other = ids.flip(0)
+    other[0, 2:] = PAD_ID
+    assert torch.equal(traced(other), net(other))
+
+
 def test_ngram_hashing_unique_features_and_trimming() -> None:
     ids = torch.tensor([[5, 7, 9, 5, 7, 9, 0, 0]])
     trigrams = hashed_ngrams(ids, 3, buckets=1000, offset=50, salt=7)

@@ -46,12 +46,18 @@ def hashed_bigrams(token_ids: torch.Tensor, buckets: int, offset: int) -> torch.
     return hashed_ngrams(token_ids, 2, buckets, offset)
 
 
+def capturing_graph() -> bool:
+    """Whether this forward is being traced, compiled or exported: the graph must then not depend on the batch's
+    content (no shapes that follow how much of it is padding)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def trim_padding(token_ids: torch.Tensor) -> torch.Tensor:
     """Drop the trailing columns that are padding in every row (a speed-up only; outputs do not change).
 
-    Left as it is while tracing, compiling or exporting, whose graphs must not depend on the batch's content.
+    Left as it is while :func:`capturing_graph`.
     """
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if capturing_graph():
         return token_ids
     used = (token_ids != PAD_ID).any(0).nonzero()
     return token_ids[:, : int(used.max()) + 1] if len(used) else token_ids[:, :1]
@@ -89,7 +95,17 @@ class BigramBagNet(nn.Module):
         features = token_ids.long()
         if self.bigram_buckets:
             features = torch.cat([features, hashed_bigrams(token_ids, self.bigram_buckets, self.vocab_size)], dim=1)
-        return self.head(self.embedding(features))
+        if capturing_graph():
+            return self.head(self.embedding(features))
+        # The same means from the rows without their padding, one bag per row, with no padding_idx: torch's
+        # padding_idx path takes 2-4x the time forward and backward on CPU (bit for bit the same results).
+        kept = features != PAD_ID
+        lengths = kept.sum(1)
+        bags = self.embedding
+        means = F.embedding_bag(
+            features[kept], bags.weight, torch.cumsum(lengths, 0) - lengths, mode=bags.mode, sparse=bags.sparse
+        )
+        return self.head(means)
 
 
 class TutorialTextCNN(nn.Module):
