@@ -337,6 +337,14 @@ def test_bigram_bag_means_equal_the_padding_idx_bags_bit_for_bit() -> None:
     assert torch.equal(traced(other), net(other))
 
 
+def test_nb_view_gradient_holds_no_padding_rows() -> None:
+    """Padding's features (masked out of the logits) add no rows to the sparse gradient the optimizer steps on."""
+    net = NBBagNet(vocab_size=20, num_outputs=1, nb_buckets=32, embed_dim=2, bigram_buckets=8)
+    net(torch.tensor([[3, 4, 5, 0, 0], [6, 0, 0, 0, 0]])).sum().backward()
+    rows = net.nb_weight.weight.grad.coalesce().indices()[0].tolist()
+    assert PAD_ID not in rows and {3, 4, 5, 6} <= set(rows)
+
+
 def test_ngram_hashing_unique_features_and_trimming() -> None:
     ids = torch.tensor([[5, 7, 9, 5, 7, 9, 0, 0]])
     trigrams = hashed_ngrams(ids, 3, buckets=1000, offset=50, salt=7)

@@ -171,7 +171,7 @@ class NBBagNet(nn.Module):
         self.vocab_size, self.nb_buckets, self.nb_ngrams = vocab_size, nb_buckets, nb_ngrams
         self.weight_offset, self.ratio_scale = weight_offset, ratio_scale
         self.nb_rows = vocab_size + nb_buckets
-        self.nb_weight = nn.Embedding(self.nb_rows, num_outputs, sparse=True)
+        self.nb_weight = nn.Embedding(self.nb_rows, num_outputs, padding_idx=PAD_ID, sparse=True)
         nn.init.zeros_(self.nb_weight.weight)
         self.nb_bias = nn.Parameter(torch.zeros(num_outputs))
         self.register_buffer("nb_ratio", torch.zeros(self.nb_rows, num_outputs))
