@@ -357,11 +357,12 @@ def test_ngram_hashing_unique_features_and_trimming() -> None:
 def test_nb_ratios_are_the_smoothed_log_count_ratios() -> None:
     net = NBBagNet(vocab_size=6, num_outputs=1, nb_buckets=8, nb_ngrams=1, embed_dim=2, bigram_buckets=4)
     ids = torch.tensor([[2, 2, 3, 0], [2, 4, 0, 0], [5, 0, 0, 0]])
-    counts = net.nb_feature_counts(ids, torch.tensor([1, 1, 0]), num_classes=2)
+    counts = net.nb_feature_counts(net.nb_feature_rows(ids), torch.tensor([1, 1, 0]), num_classes=2)
     assert counts[1, 2] == 2 and counts[1, 3] == 1 and counts[0, 5] == 1 and counts[:, PAD_ID].sum() == 0
     # Added in place batch by batch, the counts equal those of the whole set at once.
-    accumulated = net.nb_feature_counts(ids[:2], torch.tensor([1, 1]), num_classes=2)
-    assert net.nb_feature_counts(ids[2:], torch.tensor([0]), num_classes=2, counts=accumulated) is accumulated
+    accumulated = net.nb_feature_counts(net.nb_feature_rows(ids[:2]), torch.tensor([1, 1]), num_classes=2)
+    more = net.nb_feature_rows(ids[2:])
+    assert net.nb_feature_counts(more, torch.tensor([0]), num_classes=2, counts=accumulated) is accumulated
     assert torch.equal(accumulated, counts)
     net.fit_nb_ratios(counts, alpha=1.0)
     positive, negative = counts[1] + 1, counts[0] + 1
@@ -369,7 +370,7 @@ def test_nb_ratios_are_the_smoothed_log_count_ratios() -> None:
     assert net.nb_ratio[2, 0] == pytest.approx(float(expected[2])) and net.nb_ratio[PAD_ID, 0] == 0
     assert bool(net.nb_ready)
     three = NBBagNet(vocab_size=6, num_outputs=3, nb_buckets=8, nb_ngrams=2, embed_dim=2, bigram_buckets=4)
-    three.fit_nb_ratios(three.nb_feature_counts(ids, torch.tensor([0, 1, 2]), num_classes=3))
+    three.fit_nb_ratios(three.nb_feature_counts(three.nb_feature_rows(ids), torch.tensor([0, 1, 2]), num_classes=3))
     assert three.nb_ratio.shape == (14, 3) and three(ids).shape == (3, 3)
 
 
@@ -401,7 +402,7 @@ def _fitted_nb_logistic(
     labels = ids[:, 0] % num_classes
     outputs = 1 if num_classes == 2 else num_classes
     net = NBBagNet(vocab_size=30, num_outputs=outputs, nb_buckets=128, nb_ngrams=2, embed_dim=2, bigram_buckets=4)
-    batches = [(ids[:25], labels[:25]), (ids[25:], labels[25:])]
+    batches = [(net.nb_feature_rows(ids[:25]), labels[:25]), (net.nb_feature_rows(ids[25:]), labels[25:])]
     counts = sum(net.nb_feature_counts(part, part_labels, num_classes) for part, part_labels in batches)
     net.fit_nb_ratios(counts, alpha=1.0)
     seen = counts.sum(0) >= 2

@@ -130,11 +130,13 @@ class IMDBModule(ClassifierModule):
         net = self.net
         if not isinstance(net, NBBagNet) or bool(net.nb_ready):
             return
-        kept = [(token_ids.to(self.device), labels.to(self.device)) for token_ids, labels in batches]
         counts = torch.zeros(self.num_classes, net.nb_rows, dtype=torch.float64, device=self.device)
+        kept = []  # each batch's features, hashed and sorted once for both fits
         with torch.no_grad():
-            for token_ids, labels in kept:
-                net.nb_feature_counts(token_ids, labels, self.num_classes, counts=counts)
+            for token_ids, labels in batches:
+                rows, labels = net.nb_feature_rows(token_ids.to(self.device)), labels.to(self.device)
+                net.nb_feature_counts(rows, labels, self.num_classes, counts=counts)
+                kept.append((rows, labels))
         counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         net.fit_nb_ratios(counts, alpha=self.hparams.nb_alpha)
         if self.hparams.nb_c is None:
