@@ -315,6 +315,7 @@ def test_bigram_bag_hashing_and_empty_input() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.\\w+` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean:torch.jit.TracerWarning")
 def test_bigram_bag_means_equal_the_padding_idx_bags_bit_for_bit() -> None:
     """The bag's rows without their padding give torch's padding_idx means and sparse gradients exactly."""
     torch.manual_seed(0)
