@@ -103,6 +103,21 @@ def test_adagrad_steps_bit_for_bit_as_torch_on_sparse_and_dense_gradients(option
     assert not torch.equal(ours[0], _embedding_steps(Adagrad, steps=0)[0][0])  # the embedding did move
 
 
+def test_adagrad_takes_coalesced_sparse_gradients_as_torch_does():
+    """A gradient that arrives coalesced (each row once) skips the row summing and steps as torch's Adagrad."""
+    torch.manual_seed(0)
+    start = torch.randn(12, 3)
+    rows = torch.tensor([[1, 4, 9]])
+    gradient = torch.sparse_coo_tensor(rows, torch.randn(3, 3), (12, 3)).coalesce()
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    for parameter, optimizer_class in ((ours, Adagrad), (theirs, torch.optim.Adagrad)):
+        optimizer = optimizer_class([parameter], lr=0.3)
+        for _ in range(2):
+            parameter.grad = gradient.clone()
+            optimizer.step()
+    assert torch.equal(ours, theirs) and not torch.equal(ours, start)
+
+
 def test_adagrad_resumes_from_torch_state_and_keeps_torch_errors():
     """A checkpoint's optimizer state written with torch's Adagrad continues the same steps in ours."""
     ids = torch.tensor([[1, 2, 2, 7]])
