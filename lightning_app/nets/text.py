@@ -64,6 +64,12 @@ def trim_padding(token_ids: torch.Tensor) -> torch.Tensor:
     return token_ids[:, : int(used.max()) + 1] if len(used) else token_ids[:, :1]
 
 
+def without_padding(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-padding ids of ``features`` (``[B, L]``), row after row, and how many each row has (``int64[B]``)."""
+    kept = features != PAD_ID
+    return features[kept], kept.sum(1)
+
+
 def unique_per_row(features: torch.Tensor) -> torch.Tensor:
     """A bag of ids with each id kept once per row (repeats become ``PAD_ID``; the order is not kept)."""
     ordered, _ = features.sort(dim=1)
@@ -100,11 +106,10 @@ class BigramBagNet(nn.Module):
             return self.head(self.embedding(features))
         # The same means from the rows without their padding, one bag per row, with no padding_idx: torch's
         # padding_idx path takes 2-4x the time forward and backward on CPU (bit for bit the same results).
-        kept = features != PAD_ID
-        lengths = kept.sum(1)
+        ids, lengths = without_padding(features)
         bags = self.embedding
         means = F.embedding_bag(
-            features[kept], bags.weight, torch.cumsum(lengths, 0) - lengths, mode=bags.mode, sparse=bags.sparse
+            ids, bags.weight, torch.cumsum(lengths, 0) - lengths, mode=bags.mode, sparse=bags.sparse
         )
         return self.head(means)
 
@@ -149,6 +154,10 @@ class FeatureRows:
 
     def to(self, device: torch.device) -> FeatureRows:
         return FeatureRows(self.ids.to(device), self.lengths.to(device))
+
+    def row_of_ids(self) -> torch.Tensor:
+        """``int64[N]``: the row (``0..B-1``) each id belongs to."""
+        return torch.repeat_interleave(torch.arange(len(self.lengths), device=self.ids.device), self.lengths)
 
 
 class NBBagNet(nn.Module):
@@ -203,9 +212,8 @@ class NBBagNet(nn.Module):
 
     def nb_feature_rows(self, token_ids: torch.Tensor) -> FeatureRows:
         """:meth:`nb_features` without the padding, compactly (int32: the table has fewer than 2^31 rows)."""
-        features = self.nb_features(trim_padding(token_ids))
-        kept = features != PAD_ID
-        return FeatureRows(features[kept].int(), kept.sum(1))
+        ids, lengths = without_padding(self.nb_features(trim_padding(token_ids)))
+        return FeatureRows(ids.int(), lengths)
 
     def nb_feature_counts(
         self, rows: FeatureRows, labels: torch.Tensor, num_classes: int, counts: torch.Tensor | None = None
@@ -218,7 +226,7 @@ class NBBagNet(nn.Module):
         """
         if counts is None:
             counts = torch.zeros(num_classes, self.nb_rows, dtype=torch.float64, device=rows.ids.device)
-        row_labels = torch.repeat_interleave(labels.to(rows.ids.device), rows.lengths)
+        row_labels = labels.to(rows.ids.device)[rows.row_of_ids()]
         cells = row_labels * self.nb_rows + rows.ids  # (class, feature) -> position in the flattened table
         counts.view(-1).index_add_(0, cells, torch.ones_like(cells, dtype=torch.float64))
         return counts
@@ -276,21 +284,20 @@ class NBBagNet(nn.Module):
         """
         outputs = self.nb_ratio.shape[1]
         column = torch.cumsum(seen.long(), 0) - 1  # feature id -> position among the seen features
-        lengths, columns, targets, count = [], [], [], 0
+        entry_rows, columns, targets, count = [], [], [], 0
         with torch.no_grad():
             for rows, labels in batches:
                 rows, labels = rows.to(seen.device), labels.to(seen.device)
                 kept = seen[rows.ids]
-                row_of_id = torch.repeat_interleave(torch.arange(len(labels), device=seen.device), rows.lengths)
-                lengths.append(torch.bincount(row_of_id[kept], minlength=len(labels)))
+                entry_rows.append(rows.row_of_ids()[kept] + count)
                 # Row by row, each row's columns ascending and distinct (nb_features sorts them): CSR order as is.
                 columns.append(column[rows.ids[kept]])
                 targets.append(labels[:, None].float() if outputs == 1 else F.one_hot(labels, outputs).float())
                 count += len(labels)
         used = int(seen.sum())
-        row_lengths = torch.cat(lengths)
+        row_of_entry = torch.cat(entry_rows)
         row_starts = torch.zeros(count + 1, dtype=torch.long, device=seen.device)
-        row_starts[1:] = torch.cumsum(row_lengths, 0)
+        row_starts[1:] = torch.cumsum(torch.bincount(row_of_entry, minlength=count), 0)
         entries = torch.cat(columns)
         ones = torch.ones(len(entries), device=seen.device)
         design = torch.sparse_csr_tensor(row_starts, entries, ones, (count, used))
@@ -299,7 +306,6 @@ class NBBagNet(nn.Module):
         by_feature = torch.sort(entries.int(), stable=True).indices
         feature_starts = torch.zeros(used + 1, dtype=torch.long, device=seen.device)
         feature_starts[1:] = torch.cumsum(torch.bincount(entries, minlength=used), 0)
-        row_of_entry = torch.repeat_interleave(torch.arange(count, device=seen.device), row_lengths)
         design_t = torch.sparse_csr_tensor(feature_starts, row_of_entry[by_feature], ones, (used, count))
         target = torch.cat(targets) if targets else torch.zeros(0, outputs, device=seen.device)
         ratio = self.nb_ratio[seen]
