@@ -28,9 +28,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -153,18 +154,25 @@ def _logistic(c: float, classes: int = 2):
 
 @dataclass
 class PeerScore:
-    """A peer's test accuracy, training seconds and the setting chosen on validation."""
+    """A peer's test accuracy, training seconds and the setting chosen on validation; ``correct``, where known,
+    says for each test row (in the test file's order) whether the peer predicted it right."""
 
     accuracy: float
     seconds: float
     chosen: str
+    correct: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def scored(cls, predicted, labels, seconds: float, chosen: str) -> PeerScore:
+        """From the peer's test predictions and the true ``labels``."""
+        correct = np.asarray(predicted) == np.asarray(labels)
+        return cls(float(correct.mean()), seconds, chosen, correct)
 
 
 def tfidf_logistic(
     fit_texts: Sequence[str], fit_labels, val_texts: Sequence[str], val_labels, test_texts: Sequence[str], test_labels
 ) -> PeerScore:
     """TF-IDF uni+bigrams + logistic regression, C chosen on validation (one-vs-rest for several classes)."""
-    import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     started = time.perf_counter()
@@ -176,7 +184,7 @@ def tfidf_logistic(
     c = _choose_c(lambda c: _logistic(c, classes).fit(features, fit_labels).score(val_features, val_labels), grid)
     model = _logistic(c, classes).fit(features, fit_labels)
     seconds = time.perf_counter() - started
-    return PeerScore(model.score(vectorizer.transform(test_texts), test_labels), seconds, f"C={c}")
+    return PeerScore.scored(model.predict(vectorizer.transform(test_texts)), test_labels, seconds, f"C={c}")
 
 
 class _NBLogistic:
@@ -191,15 +199,11 @@ class _NBLogistic:
 
     @staticmethod
     def ratio(features, positive_rows):
-        import numpy as np
-
         positive = np.asarray(features[positive_rows].sum(0)).ravel() + 1.0
         negative = np.asarray(features[~positive_rows].sum(0)).ravel() + 1.0
         return np.log((positive / positive.sum()) / (negative / negative.sum()))
 
     def fit(self, features, labels):
-        import numpy as np
-
         labels = np.asarray(labels)
         self.classes = np.unique(labels)
         targets = self.classes[1:] if len(self.classes) == 2 else self.classes
@@ -211,16 +215,12 @@ class _NBLogistic:
         return self
 
     def predict(self, features):
-        import numpy as np
-
         scores = np.stack([model.decision_function(features.multiply(ratio).tocsr()) for ratio, model in self.models])
         if len(self.classes) == 2:
             return self.classes[(scores[0] > 0).astype(int)]
         return self.classes[scores.argmax(0)]
 
     def score(self, features, labels) -> float:
-        import numpy as np
-
         return float((self.predict(features) == np.asarray(labels)).mean())
 
 
@@ -238,7 +238,7 @@ def nbsvm_logistic(
     c = _choose_c(lambda c: _NBLogistic(c).fit(features, fit_labels).score(val_features, val_labels), grid)
     model = _NBLogistic(c).fit(features, fit_labels)
     seconds = time.perf_counter() - started
-    return PeerScore(model.score(counts.transform(test_texts), test_labels), seconds, f"C={c}")
+    return PeerScore.scored(model.predict(counts.transform(test_texts)), test_labels, seconds, f"C={c}")
 
 
 #: The text peers, by the name their rows carry.
@@ -261,8 +261,6 @@ def text_peer_scores(
 
 
 def imdb_peers(seed: int = 42) -> list[Row]:
-    import numpy as np
-
     train_texts, train_labels, test_texts, test_labels = _imdb_texts()
     train_index, val_index = train_val_split(len(train_texts), 0.1, seed, PACKAGED_DATA_DIR / "imdb")
     scores = text_peer_scores(train_texts, np.array(train_labels), train_index.numpy(), val_index.numpy(),
@@ -290,7 +288,7 @@ def gradient_boosting(x_train, y_train, x_val, y_val, x_test, y_test, seed: int)
     model = HistGradientBoostingClassifier(learning_rate=best, max_iter=200, random_state=seed)
     model.fit(x_train, y_train)
     seconds = time.perf_counter() - started
-    return PeerScore(float(model.score(x_test, y_test)), seconds, f"learning rate {best}")
+    return PeerScore.scored(model.predict(x_test), y_test, seconds, f"learning rate {best}")
 
 
 def titanic_peer(seeds: Sequence[int]) -> Row:

@@ -355,9 +355,9 @@ def test_project_rows_replace_only_their_own_and_the_summary_compares_with_the_b
     EXTERNAL.write(section(project, tmp_path, 42, 1, kept, notes), output)
     text = output.read_text()
     assert notes in text
-    summary = [line for line in text.splitlines() if line.count(" | ") == 9][2:]
-    assert summary[0].split(" | ")[4:10] == [
-        "0.8800 (0.8700-0.8900), 3", "0.7500", "peer b: 0.9000", "-2.0", "5.0 (4.0-6.0)", "2.0 |"
+    summary = [line for line in text.splitlines() if line.count(" | ") == 10][2:]
+    assert summary[0].split(" | ")[4:11] == [
+        "0.8800 (0.8700-0.8900), 3", "0.7500", "peer b: 0.9000", "-2.0", "—", "5.0 (4.0-6.0)", "2.0 |"
     ]  # fmt: skip
     assert "n/a (Titanic's columns only)" in summary[1] and "+1.0" in summary[1]
     assert len([line for line in text.splitlines() if line.count(" | ") == 7]) == 2 + 6
@@ -382,7 +382,7 @@ def test_image_peer_trains_the_small_cnn_on_the_datamodules_carve(tmp_path: Path
     assert row.note.startswith("epoch 1 of 1 (val ") and row.note.endswith("chosen on validation; 2 classes")
     # The summary counts a PyTorch peer as a peer.
     text = section(rows, tmp_path, 42)
-    summary = [line for line in text.splitlines() if line.count(" | ") == 9 and line.startswith("| flowers12")]
+    summary = [line for line in text.splitlines() if line.count(" | ") == 10 and line.startswith("| flowers12")]
     assert f"{CNN_MODEL}: {row.values[0]:.4f}" in summary[0]
 
 
@@ -402,3 +402,59 @@ def test_peers_over_several_carves_give_one_row_each_with_every_seeds_choice():
     assert "0.9100 (0.9000-0.9200) | 1.0 (1.0-1.0) | 3 |" in merged[0].markdown()  # the median and the range
     (one,) = peer_rows(subj, [runs(0.91, "1.0")[:1]], [42])
     assert (one.task, one.values, one.note) == ("subj", [0.91], "C=1.0 chosen on validation; 2 classes")
+
+
+def test_paired_difference_is_the_mean_over_seeds_with_a_bootstrap_interval_over_rows():
+    from benchmarks.external.run import paired_difference
+
+    rows = 400
+    peer = np.zeros(rows, dtype=bool)
+    # Seed 1 right on 40 more rows than the peer, seed 2 on 20 more and 10 fewer: +10 and +2.5 points, mean +6.25.
+    seed_1, seed_2 = peer.copy(), peer.copy()
+    seed_1[:40] = True
+    seed_2[100:120] = True
+    peer_2 = peer.copy()
+    peer_2[200:210] = True
+    mean, low, high = paired_difference([seed_1, seed_2], [peer, peer_2], resamples=500)
+    assert mean == pytest.approx(6.25)
+    assert 0.0 < low < mean < high < 12.5
+    assert paired_difference([seed_1], [seed_1]) == (0.0, 0.0, 0.0)  # the same predictions: no difference at all
+    with pytest.raises(ValueError):  # a run per seed on each side
+        paired_difference([seed_1, seed_2], [peer])
+
+
+def test_the_summary_shows_the_paired_difference_with_the_best_peer_only(tmp_path: Path):
+    from benchmarks.external.run import PROJECT_KIND, section
+    from benchmarks.peers import Row
+
+    def default(note: str) -> Row:
+        return Row("subj", "imdb task, default", PROJECT_KIND, "test/acc", [0.91], [4.0], note)
+
+    peers = [Row("subj", "peer a", "scikit-learn", "test/acc", [0.80], [1.0]),
+             Row("subj", "peer b", "scikit-learn", "test/acc", [0.90], [2.0])]  # fmt: skip
+    paired = "seeds 42; paired with {}: +1.0 points, 95% interval -0.2 to +2.1 (bootstrap over the test rows)"
+    for note, cell in ((paired.format("peer b"), "+1.0 (-0.2 to +2.1)"), (paired.format("peer a"), "—"), ("", "—")):
+        summary = [
+            line for line in section([*peers, default(note)], tmp_path, 42).splitlines() if line.count(" | ") == 10
+        ]
+        assert summary[2].split(" | ")[7:9] == ["+1.0", cell]
+
+
+def test_test_correctness_follows_the_test_files_rows(tmp_path: Path, tiny_fit):
+    from synthetic_data import write_tiny_data
+
+    from benchmarks.external.run import TestCorrectness
+    from lightning_app.checkpoints import load_checkpoint
+
+    data = write_tiny_data(tmp_path / "data")
+    tested = TestCorrectness()
+    # The tutorial's network after one epoch is right on some rows only (the default gets these reviews all right).
+    result = tiny_fit("imdb", model="tutorial", data_dir=str(data), cache_dir=str(tmp_path / "cache"), batch_size=8,
+                      max_epochs=1, callbacks=[tested])  # fmt: skip
+    labels, texts, _ = read_labeled_texts(data / "test.tsv")
+    module = load_checkpoint(result.best_model_path, "imdb").module
+    predicted = [record["class_id"] for record in module.predict_raw(texts)]  # the file's order
+    expected = np.array([p == int(label) for p, label in zip(predicted, labels, strict=True)])
+    assert 0 < expected.sum() < len(expected)  # right on some rows, wrong on others: the order matters
+    np.testing.assert_array_equal(tested.correct, expected)
+    assert tested.correct.mean() == pytest.approx(result.metrics["test/acc"])

@@ -27,6 +27,10 @@ target and id columns as ``--target-column`` / ``--id-columns``), images with th
 ``default`` (over ``--seeds`` seeds, ``--seed`` upwards) and ``tutorial`` (one seed; the titanic tutorial needs
 Titanic's columns, so tables get none). Their seconds are ``trainer.fit`` wall time.
 
+Where one run fits the peers and the default on the same carves, the default's row also gives its paired
+difference with the best peer (:func:`paired_difference`: per test row over the seeds, then a bootstrap over the
+test rows), which the summary table shows.
+
 The test split is scored once per peer and per run. Rows are kept per (dataset, model), so a partial rerun
 replaces only the rows it produces.
 """
@@ -38,13 +42,17 @@ import copy
 import csv
 import inspect
 import logging
+import re
+import statistics
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,7 +179,7 @@ def table_logistic(x_fit, y_fit, x_val, y_val, x_test, y_test) -> PeerScore:
     best = max(grid, key=lambda c: scores[c])
     fitted = model(best).fit(x_fit, y_fit)
     seconds = time.perf_counter() - started
-    return PeerScore(float(fitted.score(x_test, y_test)), seconds, f"C={best}")
+    return PeerScore.scored(fitted.predict(x_test), y_test, seconds, f"C={best}")
 
 
 def table_peers(dataset: Dataset, folder: Path, seed: int) -> list[PeerRun]:
@@ -331,8 +339,39 @@ def project_model_name(kind: str, variant: str) -> str:
     return f"{TASK_OF_KIND[kind]} task, {variant}"
 
 
-def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants: Sequence[str]) -> list[Row]:
-    """Fit this project's task for ``dataset.kind`` on ``folder``: ``default`` over ``seeds``, others on the first."""
+class TestCorrectness(pl.Callback):
+    """Whether the module predicted each test row right, in the test file's order: ``correct`` after testing.
+
+    Read from the test steps' outputs; a DataModule with a ``test_order`` (row ``i`` of its test set is row
+    ``test_order[i]`` of the file) has the loader's order mapped back to the file's, where the peers read it."""
+
+    def __init__(self) -> None:
+        self._batches: list[torch.Tensor] = []
+        self.correct: np.ndarray | None = None
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._batches = []
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._batches.append((pl_module.predicted_labels(outputs["preds"]) == outputs["target"].long()).cpu())
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        in_loader_order = torch.cat(self._batches)
+        order = getattr(trainer.datamodule, "test_order", None)
+        correct = in_loader_order.clone()
+        if order is not None:
+            correct[order] = in_loader_order
+        self.correct = correct.numpy()
+
+
+def project_rows(
+    dataset: Dataset, folder: Path, seeds: Sequence[int], variants: Sequence[str]
+) -> tuple[list[Row], list[np.ndarray]]:
+    """Fit this project's task for ``dataset.kind`` on ``folder``: ``default`` over ``seeds``, others on the first.
+
+    Also returns, per seed, which test rows the default predicted right (empty if it did not run)."""
     from lightning_app.training import FitConfig, fit, resolve_config
     from lightning_app.warning_filters import silence_harmless_warnings
 
@@ -340,17 +379,20 @@ def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     task = TASK_OF_KIND[dataset.kind]
     table = {"target_column": dataset.target, "id_columns": list(dataset.id_columns)} if dataset.kind == "table" else {}
-    rows = []
+    rows, default_correct = [], []
     for variant in [v for v in variants if v in VARIANTS_OF_KIND[dataset.kind]]:
         values, seconds, from_data = [], [], {}
         for seed in seeds if variant == "default" else seeds[:1]:
+            tested = TestCorrectness()
             with tempfile.TemporaryDirectory() as scratch:
                 config = FitConfig(task=task, model=variant, seed=seed, data_dir=str(folder), log_dir=scratch,
                                    accelerator="cpu", enable_progress_bar=False, **table)  # fmt: skip
-                result = fit(config)
+                result = fit(config, callbacks=[tested])
             values.append(result.metrics["test/acc"])
             seconds.append(result.train_seconds)
             from_data = result.settings_from_data
+            if variant == "default":
+                default_correct.append(tested.correct)
             print(f"{dataset.name} {task}/{variant} seed {seed}: test/acc {values[-1]:.4f}, "
                   f"trainer.fit {seconds[-1]:.1f} s", flush=True)  # fmt: skip
         ran = "seeds " + ",".join(str(seed) for seed in (seeds if variant == "default" else seeds[:1]))
@@ -359,7 +401,43 @@ def project_rows(dataset: Dataset, folder: Path, seeds: Sequence[int], variants:
         note = f"{ran}; {epochs} epoch(s); the variant's settings{rules}, --data-dir the converted folder"
         rows.append(Row(dataset.name, project_model_name(dataset.kind, variant), PROJECT_KIND, "test/acc", values,
                         seconds, note))  # fmt: skip
-    return rows
+    return rows, default_correct
+
+
+# -- paired comparison ---------------------------------------------------------------------------------------
+#: Bootstrap resamples of the test rows for the paired interval.
+RESAMPLES = 2000
+PAIRED = re.compile(r"paired with (?P<peer>.+?): (?P<mean>[+-]\d+\.\d) points, 95% interval "
+                    r"(?P<low>[+-]\d+\.\d) to (?P<high>[+-]\d+\.\d)")  # fmt: skip
+
+
+def paired_difference(
+    mine: Sequence[np.ndarray], theirs: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean, low, high)`` in points: the mean over seeds of this model's test accuracy minus the peer's (seed
+    ``k``'s runs paired), with a 95% percentile bootstrap interval that resamples the test rows, the same rows for
+    both models and every seed, so it measures how much the difference depends on which rows the test split holds.
+    """
+    per_row = np.mean([a.astype(np.float64) - b for a, b in zip(mine, theirs, strict=True)], axis=0)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // per_row.size)
+    means = np.concatenate([
+        per_row[rng.integers(0, per_row.size, (min(chunk, resamples - done), per_row.size))].mean(axis=1)
+        for done in range(0, resamples, chunk)
+    ])  # fmt: skip
+    low, high = np.percentile(means, [2.5, 97.5])
+    return 100 * float(per_row.mean()), 100 * float(low), 100 * float(high)
+
+
+def paired_note(peer_runs: Sequence[list[PeerRun]], default_correct: Sequence[np.ndarray]) -> str:
+    """The default against the peer with the best median accuracy, paired on the same carves and test rows."""
+    by_peer = list(zip(*peer_runs, strict=True))
+    best = max(by_peer, key=lambda runs: statistics.median(run.score.accuracy for run in runs))
+    mean, low, high = paired_difference(default_correct, [run.score.correct for run in best])
+    return (
+        f"paired with {best[0].model}: {mean:+.1f} points, 95% interval {low:+.1f} to {high:+.1f} (bootstrap over "
+        f"the test rows, mean of {len(default_correct)} seed(s))"
+    )
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -373,14 +451,19 @@ def rows_for(
 ) -> list[Row]:
     folder = cache_dir / dataset.name
     seed_list = [seed + k for k in range(seeds)]
-    rows = []
+    rows, peer_runs = [], []
     if "peers" in what and dataset.kind in ("text", "table"):
         peers = text_peers if dataset.kind == "text" else table_peers
-        rows += peer_rows(dataset, [peers(dataset, folder, each) for each in seed_list], seed_list)
+        peer_runs = [peers(dataset, folder, each) for each in seed_list]
+        rows += peer_rows(dataset, peer_runs, seed_list)
     if "peers" in what and dataset.kind == "image":  # minutes per run: the first seed's carve only
         rows += image_peers(dataset, folder, seed)
     if "project" in what:
-        rows += project_rows(dataset, folder, seed_list, variants)
+        project, default_correct = project_rows(dataset, folder, seed_list, variants)
+        if peer_runs and default_correct:
+            default = next(row for row in project if row.model == project_model_name(dataset.kind, "default"))
+            default.note += "; " + paired_note(peer_runs, default_correct)
+        rows += project
     return rows
 
 
@@ -426,7 +509,7 @@ def kept_rows(output: Path, replaced: Iterable[str | tuple[str, str]]) -> list[s
 
 @dataclass
 class Parsed:
-    """A row of the long table read back: the median value and seconds, the range as written, the runs."""
+    """A row of the long table read back: the median value and seconds, the range as written, the runs, the note."""
 
     dataset: str
     model: str
@@ -436,11 +519,22 @@ class Parsed:
     seconds: float
     seconds_text: str
     runs: int
+    note: str
 
     @classmethod
     def of(cls, line: str) -> Parsed:
-        dataset, model, kind, _, value, seconds, runs, _ = _cells(line)
-        return cls(dataset, model, kind, float(value.split()[0]), value, float(seconds.split()[0]), seconds, int(runs))
+        dataset, model, kind, _, value, seconds, runs, note = _cells(line)
+        return cls(
+            dataset, model, kind, float(value.split()[0]), value, float(seconds.split()[0]), seconds, int(runs), note
+        )
+
+
+def _paired_cell(default: Parsed, peer: Parsed) -> str:
+    """The default's paired comparison with ``peer`` as its note gives it, or ``—`` (none, or with another peer)."""
+    found = PAIRED.search(default.note)
+    if found is None or found["peer"] != peer.model:
+        return "—"
+    return f"{found['mean']} ({found['low']} to {found['high']})"
 
 
 def summary_table(lines: Sequence[str], train_rows: dict[str, int]) -> list[str]:
@@ -448,8 +542,8 @@ def summary_table(lines: Sequence[str], train_rows: dict[str, int]) -> list[str]
     parsed = [Parsed.of(line) for line in lines]
     out = [
         "| dataset | kind | classes | train rows | default: median (range), seeds | tutorial | best peer | "
-        "default - peer (points) | default s | peer s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "default - peer (points) | paired: mean (95% interval) | default s | peer s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for dataset in DATASETS:
         mine = [row for row in parsed if row.dataset == dataset.name]
@@ -469,6 +563,7 @@ def summary_table(lines: Sequence[str], train_rows: dict[str, int]) -> list[str]
             f"{f'{default.value_text}, {default.runs}' if default else 'not run'} | {tutorial_text} | "
             f"{f'{peer.model}: {peer.value:.4f}' if peer else '—'} | "
             f"{f'{100 * (default.value - peer.value):+.1f}' if default and peer else '—'} | "
+            f"{_paired_cell(default, peer) if default and peer else '—'} | "
             f"{default.seconds_text if default else '—'} | {peer.seconds_text if peer else '—'} |"
         )
     return out
@@ -512,7 +607,10 @@ def section(
         "models run with their variant's settings unchanged (text: the `imdb` task, tables: `titanic`, images: "
         "`cifar2`), `--data-dir` the converted folder. Seconds: for this project `trainer.fit` wall time, for a "
         "peer its training (vectorising and the setting search included; for the image CNN its loop with a validation "
-        "pass per epoch, decoding excluded)."
+        "pass per epoch, decoding excluded). The paired column compares the default with the best peer run by "
+        "run (the same seed's carve, the same test rows): the mean over seeds of their accuracy difference, and a 95% "
+        "bootstrap interval from resampling the test rows (how much the difference owes to which rows the test "
+        "split happens to hold; not the spread over seeds)."
         + (" Rows of datasets or models not in the last run come from an earlier one." if earlier_rows else ""),
         "",
         *dataset_table(cache_dir),
