@@ -458,3 +458,15 @@ def test_test_correctness_follows_the_test_files_rows(tmp_path: Path, tiny_fit):
     assert 0 < expected.sum() < len(expected)  # right on some rows, wrong on others: the order matters
     np.testing.assert_array_equal(tested.correct, expected)
     assert tested.correct.mean() == pytest.approx(result.metrics["test/acc"])
+
+
+def test_the_paired_peer_is_the_summarys_best_peer_on_ties_too():
+    from benchmarks.external.run import PeerRun, paired_note
+    from benchmarks.peers import PeerScore
+
+    right = np.array([True, True, False, True])
+    runs = [PeerRun("TF-IDF", PeerScore.scored([1, 1, 0, 0], [1, 1, 1, 0], 1.0, "C=1"), 2),
+            PeerRun("NBSVM", PeerScore.scored([1, 0, 1, 0], [1, 1, 1, 0], 1.0, "C=1"), 2)]  # fmt: skip
+    assert runs[0].score.accuracy == runs[1].score.accuracy == 0.75
+    # The summary takes the first of tied peers in name order: NBSVM before TF-IDF.
+    assert paired_note([runs], [right]).startswith("paired with NBSVM: +0.0 points")

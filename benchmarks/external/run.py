@@ -431,8 +431,8 @@ def paired_difference(
 
 def paired_note(peer_runs: Sequence[list[PeerRun]], default_correct: Sequence[np.ndarray]) -> str:
     """The default against the peer with the best median accuracy, paired on the same carves and test rows."""
-    by_peer = list(zip(*peer_runs, strict=True))
-    best = max(by_peer, key=lambda runs: statistics.median(run.score.accuracy for run in runs))
+    by_name = sorted(zip(*peer_runs, strict=True), key=lambda runs: runs[0].model)  # ties: as the summary breaks them
+    best = max(by_name, key=lambda runs: statistics.median(run.score.accuracy for run in runs))
     mean, low, high = paired_difference(default_correct, [run.score.correct for run in best])
     return (
         f"paired with {best[0].model}: {mean:+.1f} points, 95% interval {low:+.1f} to {high:+.1f} (bootstrap over "
