@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from weakref import proxy
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 
 class NonFiniteLossError(RuntimeError):
@@ -144,3 +147,45 @@ class CtrlCAtBatchBoundaries(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the state after the latest epoch, to resume from (``--ckpt-path last``).
+
+    A ``ModelCheckpoint(filename="last")`` that writes every epoch, except where ``best`` (the run's best-model
+    callback) has just saved the same step: then ``last.ckpt`` becomes a hard link to that file, the same bytes
+    without a second write (IMDB's checkpoints are ~240 MB). Both callbacks save in the same hook, so nothing runs
+    between the two saves. An existing ``last.ckpt`` is unlinked before it is written again, so a write never goes
+    through the link into the best checkpoint. Where a hard link cannot be made (another file system, a remote
+    ``dirpath``) the file is written as usual.
+    """
+
+    def __init__(self, best: ModelCheckpoint | None = None, **kwargs: Any) -> None:
+        super().__init__(filename="last", save_top_k=1, enable_version_counter=False, **kwargs)
+        self.best = best
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if trainer.is_global_zero and os.path.lexists(filepath):
+            os.remove(filepath)
+        if not self._link_to_best(trainer, filepath):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _link_to_best(self, trainer: pl.Trainer, filepath: str) -> bool:
+        """Hard-link ``filepath`` to the file ``best`` saved at this step; False (nothing done) where it saved none
+        or the link fails, on every process alike."""
+        best = self.best
+        source = getattr(best, "_last_checkpoint_saved", None)
+        linked = False
+        if trainer.is_global_zero and source and best._last_global_step_saved == trainer.global_step:
+            try:
+                os.link(source, filepath)
+                linked = True
+            except OSError:  # no hard links there (another file system, a remote path): write the file
+                linked = False
+        return trainer.strategy.broadcast(linked)

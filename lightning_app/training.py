@@ -25,7 +25,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from datamodules import TaskDataModule
 from datamodules.download import FULL_DATASETS, prepare_full_dataset
-from lightning_app.callbacks import CtrlCAtBatchBoundaries, FiniteLossGuard, RandomStateInCheckpoints
+from lightning_app.callbacks import CtrlCAtBatchBoundaries, FiniteLossGuard, LatestCheckpoint, RandomStateInCheckpoints
 from lightning_app.checkpoints import check_checkpoint_task, read_checkpoint
 from lightning_app.config import (
     CONFIG_FILE_NAME,
@@ -201,7 +201,7 @@ def _run_outputs(config: FitConfig, task: Task, model: TaskModule, version: int 
     )
     # ModelCheckpoint(save_last=True) only refreshes last.ckpt when the monitored metric improves;
     # resuming after a crash needs the state of the latest epoch, so keep it with a second callback.
-    latest = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
+    latest = LatestCheckpoint(best)
     return _RunOutputs(logger, best, latest)
 
 

@@ -42,6 +42,14 @@ def test_last_checkpoint_is_refreshed_on_an_epoch_where_validation_got_worse(tin
     assert best["epoch"] == best_epoch
     assert Path(result.best_model_path).name == f"best-epoch{best_epoch:03d}.ckpt"
     assert any(not torch.equal(last["state_dict"][key], best["state_dict"][key]) for key in best["state_dict"])
+    assert not os.path.samefile(result.last_model_path, result.best_model_path)
+
+
+def test_last_checkpoint_is_the_best_file_hard_linked_on_an_epoch_that_saved_it(tiny_fit):
+    result = tiny_fit("titanic", max_epochs=1)
+    assert Path(result.last_model_path).name == "last.ckpt"
+    assert os.path.samefile(result.last_model_path, result.best_model_path)  # one write, one file on disk
+    assert torch.load(result.last_model_path, weights_only=True)["epoch"] == 0
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
