@@ -440,14 +440,14 @@ def test_the_summary_shows_the_paired_difference_with_the_best_peer_only(tmp_pat
         assert summary[2].split(" | ")[7:9] == ["+1.0", cell]
 
 
-def test_test_correctness_follows_the_test_files_rows(tmp_path: Path, tiny_fit):
+def test_correct_test_rows_follow_the_test_files_order(tmp_path: Path, tiny_fit):
     from synthetic_data import write_tiny_data
 
-    from benchmarks.external.run import TestCorrectness
+    from benchmarks.external.run import CorrectTestRows
     from lightning_app.checkpoints import load_checkpoint
 
     data = write_tiny_data(tmp_path / "data")
-    tested = TestCorrectness()
+    tested = CorrectTestRows()
     # The tutorial's network after one epoch is right on some rows only (the default gets these reviews all right).
     result = tiny_fit("imdb", model="tutorial", data_dir=str(data), cache_dir=str(tmp_path / "cache"), batch_size=8,
                       max_epochs=1, callbacks=[tested])  # fmt: skip

@@ -339,7 +339,7 @@ def project_model_name(kind: str, variant: str) -> str:
     return f"{TASK_OF_KIND[kind]} task, {variant}"
 
 
-class TestCorrectness(pl.Callback):
+class CorrectTestRows(pl.Callback):
     """Whether the module predicted each test row right, in the test file's order: ``correct`` after testing.
 
     Read from the test steps' outputs; a DataModule with a ``test_order`` (row ``i`` of its test set is row
@@ -383,7 +383,7 @@ def project_rows(
     for variant in [v for v in variants if v in VARIANTS_OF_KIND[dataset.kind]]:
         values, seconds, from_data = [], [], {}
         for seed in seeds if variant == "default" else seeds[:1]:
-            tested = TestCorrectness()
+            tested = CorrectTestRows()
             with tempfile.TemporaryDirectory() as scratch:
                 config = FitConfig(task=task, model=variant, seed=seed, data_dir=str(folder), log_dir=scratch,
                                    accelerator="cpu", enable_progress_bar=False, **table)  # fmt: skip
