@@ -179,10 +179,12 @@ class LatestCheckpoint(ModelCheckpoint):
     def _link_to_best(self, trainer: pl.Trainer, filepath: str) -> bool:
         """Hard-link ``filepath`` to the file ``best`` saved at this step; False (nothing done) where it saved none
         or the link fails, on every process alike."""
-        best = self.best
-        source = getattr(best, "_last_checkpoint_saved", None)
+        # The best callback's record of its last save (ModelCheckpoint internals, as its own save_last="link" reads
+        # them); without them nothing is linked and last.ckpt is written.
+        source = getattr(self.best, "_last_checkpoint_saved", None)
+        saved_step = getattr(self.best, "_last_global_step_saved", None)
         linked = False
-        if trainer.is_global_zero and source and best._last_global_step_saved == trainer.global_step:
+        if trainer.is_global_zero and source and saved_step == trainer.global_step:
             try:
                 os.link(source, filepath)
                 linked = True
